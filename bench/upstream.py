@@ -1,0 +1,101 @@
+"""Fake OpenAI upstream for the benchmark: an nginx config using the echo module.
+
+nginx answers ``POST /v1/chat/completions`` with a fixed chat completion after a
+fixed delay. One ``server`` block is generated per simulated latency, each on its
+own port, so a single nginx process (one worker) serves every scenario.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
+CHAT_PATH = "/v1/chat/completions"
+
+CHAT_COMPLETION: dict[str, object] = {
+    "id": "chatcmpl-bench",
+    "object": "chat.completion",
+    "created": 1700000000,
+    "model": "gpt-4o-mini",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "positive"},
+            "finish_reason": "stop",
+            "logprobs": None,
+        }
+    ],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13},
+}
+CHAT_COMPLETION_BODY = json.dumps(CHAT_COMPLETION, separators=(",", ":"))
+EXPECTED_CONTENT = "positive"
+
+
+def _server_block(port: int, latency_ms: int) -> str:
+    # echo_read_request_body makes nginx consume the request body before the
+    # response is written, so the keep-alive connection stays in sync.
+    sleep = f"            echo_sleep {latency_ms / 1000:g};\n" if latency_ms > 0 else ""
+    # The JSON contains neither single quotes nor '$', so it is safe verbatim
+    # inside a single-quoted nginx string (no variable interpolation happens).
+    return (
+        "    server {\n"
+        f"        listen 127.0.0.1:{port} backlog=4096;\n"
+        f"        # simulated upstream latency: {latency_ms} ms\n"
+        f"        location = {CHAT_PATH} {{\n"
+        "            limit_except POST { deny all; }\n"
+        "            default_type application/json;\n"
+        "            echo_read_request_body;\n"
+        f"{sleep}"
+        f"            echo -n '{CHAT_COMPLETION_BODY}';\n"
+        "        }\n"
+        "        location / { return 404; }\n"
+        "    }\n"
+    )
+
+
+def nginx_config(workdir: Path, ports_by_latency_ms: Mapping[int, int]) -> str:
+    """Render a self-contained nginx.conf keeping every path inside ``workdir``."""
+    if "'" in CHAT_COMPLETION_BODY or "$" in CHAT_COMPLETION_BODY:
+        raise ValueError("response body cannot be embedded in the nginx config")
+    servers = "".join(
+        _server_block(port, latency) for latency, port in sorted(ports_by_latency_ms.items())
+    )
+    return (
+        f"load_module {ECHO_MODULE};\n"
+        "worker_processes 1;\n"
+        "daemon off;\n"
+        "master_process on;\n"
+        f"pid {workdir}/nginx.pid;\n"
+        f"error_log {workdir}/nginx-error.log warn;\n"
+        "events {\n"
+        "    worker_connections 8192;\n"
+        "    multi_accept on;\n"
+        "}\n"
+        "http {\n"
+        "    access_log off;\n"
+        "    server_tokens off;\n"
+        "    keepalive_requests 1000000;\n"
+        "    keepalive_timeout 120s;\n"
+        f"    client_body_temp_path {workdir}/client_body;\n"
+        f"    proxy_temp_path {workdir}/proxy;\n"
+        f"    fastcgi_temp_path {workdir}/fastcgi;\n"
+        f"    uwsgi_temp_path {workdir}/uwsgi;\n"
+        f"    scgi_temp_path {workdir}/scgi;\n"
+        f"{servers}"
+        "}\n"
+    )
+
+
+def write_nginx_config(workdir: Path, ports_by_latency_ms: Mapping[int, int]) -> Path:
+    """Write ``nginx.conf`` into ``workdir`` and return its path."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "nginx.conf"
+    path.write_text(nginx_config(workdir, ports_by_latency_ms))
+    return path
+
+
+def nginx_argv(nginx: str, workdir: Path, config: Path) -> list[str]:
+    """Command line running nginx in the foreground with everything under ``workdir``."""
+    return [nginx, "-p", f"{workdir}/", "-e", f"{workdir}/nginx-error.log", "-c", str(config)]

@@ -1,0 +1,3 @@
+from promptapi.cli import main
+
+raise SystemExit(main())

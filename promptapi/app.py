@@ -1,0 +1,60 @@
+"""Wiring: settings -> gateway (store, registry, providers, recorder) -> routes -> app."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from promptapi.config import Settings
+from promptapi.gateway import Gateway
+from promptapi.web import admin, invoke, system
+from promptapi.web.errors import EXCEPTION_HANDLERS, RequestIdFilter, RequestIdMiddleware
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+
+def configure_logging(level: str = "info") -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def create_app(settings: Settings | None = None, *, prepared: bool = False) -> Starlette:
+    """The ASGI app. `prepared=True` skips the one-time work (migrations, admin token, file sync)
+    that `promptapi serve` already did before starting its workers."""
+    settings = settings or Settings.from_env()
+    gateway = Gateway(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if not prepared:
+            await gateway.prepare()
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.aclose()
+
+    app = Starlette(
+        routes=[*invoke.routes, *admin.routes, *system.routes],
+        middleware=[Middleware(RequestIdMiddleware)],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    return app
+
+
+def create_prepared_app() -> Starlette:
+    """Factory for uvicorn workers started by `promptapi serve`."""
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    return create_app(settings, prepared=True)

@@ -1,0 +1,326 @@
+"""The call pipeline and the state it serves from. No HTTP types here.
+
+invoke: resolve -> validate -> render -> provider (with a deadline) -> parse/check output ->
+record. Admin writes go through here too, so this process's in-memory state changes at once;
+other processes notice the database revision change on their next refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from promptapi import files
+from promptapi.config import Settings
+from promptapi.errors import (
+    ConfigError,
+    Conflict,
+    DeadlineExceeded,
+    DefinitionInvalid,
+    PromptAPIError,
+    ProviderUnavailable,
+)
+from promptapi.keys import Caller, KeyCache, hash_secret, new_admin_token, new_key
+from promptapi.prompts import Prompt, check_definition, digest
+from promptapi.providers import CompletionRequest, Providers, load_models
+from promptapi.registry import Registry, Version
+from promptapi.store import Store, now
+from promptapi.usage import Recorder
+
+log = logging.getLogger("promptapi")
+
+ADMIN_TOKEN_META = "admin_token_hash"
+
+
+@dataclass(slots=True)
+class SyncReport:
+    created: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"created": self.created, "unchanged": self.unchanged, "errors": self.errors}
+
+
+def _call_id() -> str:
+    return "call_" + os.urandom(10).hex()
+
+
+class Gateway:
+    def __init__(
+        self, settings: Settings, *, store: Store | None = None, providers: Providers | None = None
+    ) -> None:
+        self.settings = settings
+        self.store = store or Store(settings.database_url)
+        self.providers = providers or Providers(
+            load_models(
+                settings.models_file,
+                default_model=settings.default_model,
+                openai_api_key=settings.openai_api_key,
+                openai_base_url=settings.openai_base_url,
+            )
+        )
+        self.registry = Registry()
+        self.keys = KeyCache()
+        self.recorder = Recorder(
+            self.store,
+            batch_size=settings.record_batch_size,
+            interval=settings.record_flush_interval,
+        )
+        self._revision = -1
+        self._refresher: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def prepare(self, *, announce_token: bool = True) -> SyncReport | None:
+        """Everything a deployment does once before serving: schema, admin token, file sync.
+        Safe to repeat; `promptapi serve` runs it once before starting its workers."""
+        await self.store.ensure_schema(migrate=self.settings.auto_migrate)
+        await self.bootstrap_admin_token(announce=announce_token)
+        if self.settings.sync_on_start:
+            report = await self.sync(self.settings.prompts_dir)
+            for error in report.errors:
+                log.error("prompt file %s: %s", error["file"], error["detail"])
+            return report
+        return None
+
+    async def start(self) -> None:
+        await self.store.ensure_schema(migrate=False)
+        if self.settings.admin_token:
+            self.keys.set_admin_hash(hash_secret(self.settings.admin_token))
+        await self.refresh(force=True)
+        self.recorder.start()
+        if self.settings.refresh_interval > 0:
+            self._refresher = asyncio.create_task(self._refresh_loop(), name="promptapi-refresh")
+        if self.providers.mock_default:
+            log.warning(
+                "no model provider is configured: the 'default' model alias is the mock provider. "
+                "Set OPENAI_API_KEY / OPENAI_BASE_URL or PROMPTAPI_MODELS_FILE."
+            )
+
+    async def aclose(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+        await self.recorder.aclose()
+        await self.providers.aclose()
+        await self.store.aclose()
+
+    async def bootstrap_admin_token(self, *, announce: bool = True) -> None:
+        if self.settings.admin_token:
+            if len(self.settings.admin_token) < 16:
+                raise ConfigError("PROMPTAPI_ADMIN_TOKEN must be at least 16 characters long")
+            return
+        if await self.store.get_meta(ADMIN_TOKEN_META) is not None:
+            return
+        token = new_admin_token()
+        if (
+            await self.store.set_meta(ADMIN_TOKEN_META, hash_secret(token), only_if_absent=True)
+            and announce
+        ):
+            # Printed once, never logged: only its hash is kept.
+            print(
+                "\n  promptapi generated an admin token (shown only this once, stored hashed):\n"
+                f"\n      {token}\n\n  Use it as `Authorization: Bearer <token>` on /admin/v1/.\n",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    async def reset_admin_token(self) -> str:
+        token = new_admin_token()
+        await self.store.set_meta(ADMIN_TOKEN_META, hash_secret(token))
+        return token
+
+    async def refresh(self, *, force: bool = False) -> bool:
+        """Catch up with writes made by other processes. Returns True when anything changed."""
+        current = await self.store.revision()
+        if current == self._revision and not force:
+            return False
+        self._revision = current
+        for row in await self.store.versions_after(self.registry.last_row_id):
+            self.registry.add(row)
+        self.keys.replace(await self.store.active_keys())
+        if not self.settings.admin_token:
+            stored = await self.store.get_meta(ADMIN_TOKEN_META)
+            if stored:
+                self.keys.set_admin_hash(stored)
+        return True
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.refresh_interval)
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("refreshing from the database failed; serving what is in memory")
+
+    # -- the call pipeline ----------------------------------------------------------------
+
+    async def invoke(
+        self,
+        name: str,
+        data: Any,
+        *,
+        caller: Caller,
+        version: int | None = None,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        started = time.perf_counter()
+        record: dict[str, Any] = {
+            "id": _call_id(),
+            "request_id": request_id,
+            "prompt_name": name[:64],
+            "prompt_version": version,
+            "model_alias": None,
+            "model": None,
+            "key_id": caller.key_id,
+            "status": 500,
+            "error_code": None,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cost_usd": None,
+            "cached": False,
+            "mock": False,
+        }
+        try:
+            prompt = self.registry.resolve(name, version)
+            record["prompt_version"] = prompt.version
+            record["model_alias"] = prompt.model
+            prompt.validate_input(data)
+            messages = prompt.render(data)
+            envelope = await self._complete(prompt, messages, data, record)
+            record["status"] = 200
+            envelope["id"] = record["id"]
+            envelope["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+            return envelope
+        except PromptAPIError as exc:
+            record["status"] = exc.status
+            record["error_code"] = exc.code
+            raise
+        except asyncio.CancelledError:
+            record["status"] = 499
+            record["error_code"] = "client_closed"
+            raise
+        finally:
+            record["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+            record["created_at"] = now()
+            self.recorder.record(record)
+
+    async def _complete(
+        self, prompt: Prompt, messages: list[dict[str, str]], data: Any, record: dict[str, Any]
+    ) -> dict[str, Any]:
+        config = self.providers.models.get(prompt.model)
+        if config is None:
+            raise ProviderUnavailable(
+                f"Model alias {prompt.model!r} is not configured on this server."
+            )
+        provider = self.providers.get(prompt.model)
+        request = CompletionRequest(
+            messages=messages,
+            params=prompt.params,
+            output_schema=prompt.output_schema,
+            schema_name=prompt.name,
+            examples=prompt.examples,
+            input=data,
+        )
+        try:
+            async with asyncio.timeout(config.timeouts.deadline):
+                completion = await provider.complete(request)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"The model for alias {prompt.model!r} did not answer within "
+                f"{config.timeouts.deadline:g} s."
+            ) from None
+        record["model"] = completion.model
+        record["mock"] = completion.mock
+        record["input_tokens"] = completion.input_tokens
+        record["output_tokens"] = completion.output_tokens
+        cost = config.cost(completion.input_tokens, completion.output_tokens)
+        record["cost_usd"] = cost
+        output = prompt.parse_output(completion.text)
+        return {
+            "id": None,
+            "prompt": {"name": prompt.name, "version": prompt.version},
+            "model": completion.model,
+            "output": output,
+            "usage": {
+                "input_tokens": completion.input_tokens,
+                "output_tokens": completion.output_tokens,
+                "cost_usd": cost,
+            },
+            "cached": False,
+            "mock": completion.mock,
+            "latency_ms": None,
+        }
+
+    # -- admin operations -----------------------------------------------------------------
+
+    async def register(self, raw: Any, *, created_by: str | None) -> tuple[Version, bool]:
+        definition = check_definition(raw, models=self.providers.models)
+        content = {k: v for k, v in definition.items() if k != "version"}
+        row, created = await self.store.create_version(
+            definition, digest(content), created_by=created_by, state="published"
+        )
+        version = self.registry.add(row) if created else None
+        if version is None:
+            version = next(
+                v for v in self.registry.versions(row["name"]) if v.prompt.version == row["version"]
+            )
+        return version, created
+
+    async def sync(self, root: Path, *, created_by: str = "sync") -> SyncReport:
+        report = SyncReport()
+        for found in files.read_all(root):
+            where = str(found.path)
+            if found.error is not None:
+                report.errors.append({"file": where, "detail": found.error})
+                continue
+            try:
+                definition = check_definition(
+                    found.data, models=self.providers.models, require_version=True
+                )
+                content = {k: v for k, v in definition.items() if k != "version"}
+                row, created = await self.store.create_version(
+                    definition, digest(content), created_by=created_by, state="published"
+                )
+            except Conflict:
+                report.errors.append(
+                    {
+                        "file": where,
+                        "detail": (
+                            f"{definition['name']} version {definition['version']} is already stored "
+                            "with different content; versions are immutable, so give the change a "
+                            "new version number (e.g. a new file)"
+                        ),
+                    }
+                )
+                continue
+            except DefinitionInvalid as exc:
+                report.errors.append({"file": where, "detail": exc.detail, "errors": exc.errors})
+                continue
+            label = f"{row['name']}@{row['version']}"
+            if created:
+                self.registry.add(row)
+                report.created.append(label)
+            else:
+                report.unchanged.append(label)
+        return report
+
+    async def create_key(self, name: str, scopes: list[str]) -> tuple[str, dict[str, Any]]:
+        plaintext, key_id, prefix, key_hash = new_key()
+        key = await self.store.create_key(
+            key_id=key_id, name=name, prefix=prefix, key_hash=key_hash, scopes=scopes
+        )
+        self.keys.add(key_hash, key)
+        return plaintext, key
+
+    async def revoke_key(self, key_id: str) -> dict[str, Any]:
+        key = await self.store.revoke_key(key_id)
+        self.keys.remove(key_id)
+        return key

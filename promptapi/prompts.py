@@ -1,0 +1,432 @@
+"""The prompt definition: parse and check it, compile it once, render it, check answers.
+
+A definition is one plain JSON-compatible dict shared by the admin API, the files in
+`prompts/` and the database. `check_definition` normalises it (or lists every problem at once);
+`Prompt` is its compiled form, reused for every call. jinja2 and jsonschema live only here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jinja2
+import orjson
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError, ValidationError
+from referencing import Registry
+from referencing.exceptions import NoSuchResource, Unresolvable
+
+from promptapi.errors import DefinitionInvalid, InputInvalid, OutputInvalid, RenderFailed
+from promptapi.samples import sample
+
+NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$"
+ROLES = ("system", "user", "assistant")
+FIELDS = (
+    "name",
+    "version",
+    "description",
+    "model",
+    "params",
+    "input_schema",
+    "output_schema",
+    "messages",
+    "examples",
+)
+
+DEFINITION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "input_schema", "messages"],
+    "properties": {
+        "name": {"type": "string", "pattern": NAME_PATTERN},
+        "version": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+        "description": {"type": "string", "maxLength": 10000},
+        "model": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"},
+        "params": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+                "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+                "max_tokens": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+                "stop": {
+                    "oneOf": [
+                        {"type": "string", "minLength": 1},
+                        {
+                            "type": "array",
+                            "items": {"type": "string", "minLength": 1},
+                            "maxItems": 4,
+                        },
+                    ]
+                },
+                "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+                "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+                "seed": {"type": "integer"},
+            },
+        },
+        "input_schema": {"type": "object"},
+        "output_schema": {"type": ["object", "null"]},
+        "messages": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["role", "content"],
+                "properties": {
+                    "role": {"enum": list(ROLES)},
+                    "content": {"type": "string", "minLength": 1, "maxLength": 200_000},
+                },
+            },
+        },
+        "examples": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["input"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "input": {},
+                    "output": {},
+                },
+            },
+        },
+    },
+}
+
+_definition_validator = Draft202012Validator(DEFINITION_SCHEMA)
+
+
+def _refuse_remote(uri: str) -> Any:
+    raise NoSuchResource(ref=uri)
+
+
+_NO_REMOTE = Registry(retrieve=_refuse_remote)  # type: ignore[call-arg]
+
+_env = ImmutableSandboxedEnvironment(
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,
+    keep_trailing_newline=True,
+    auto_reload=False,
+)
+_env.filters["json"] = lambda value: orjson.dumps(value).decode()
+
+
+def pointer(parts: Iterable[Any]) -> str:
+    """RFC 6901 JSON pointer for a path."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def _short(message: str, limit: int = 300) -> str:
+    return message if len(message) <= limit else message[: limit - 1] + "…"
+
+
+def schema_errors(
+    validator: Draft202012Validator, instance: Any, prefix: Iterable[Any] = ()
+) -> list[dict[str, str]]:
+    """Every way `instance` fails, each with a JSON pointer to the offending member."""
+    found: list[dict[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    base = list(prefix)
+
+    def add(path: list[Any], message: str) -> None:
+        key = (pointer(path), message)
+        if key not in seen:
+            seen.add(key)
+            found.append({"path": key[0], "message": _short(message)})
+
+    for error in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.path))):
+        path = base + list(error.absolute_path)
+        target = error.instance
+        if error.validator == "required" and isinstance(target, dict):
+            for name in error.validator_value:
+                if name not in target:
+                    add([*path, name], f"'{name}' is required")
+        elif error.validator == "additionalProperties" and isinstance(target, dict):
+            props = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+            patterns = (
+                error.schema.get("patternProperties", {}) if isinstance(error.schema, dict) else {}
+            )
+            for name in target:
+                if name not in props and not any(re.search(p, name) for p in patterns):
+                    add([*path, name], f"unexpected property '{name}'")
+        else:
+            add(path, error.message)
+    return found
+
+
+def _refs(node: Any, path: list[Any]) -> Iterable[tuple[list[Any], str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("$ref", "$dynamicRef") and isinstance(value, str):
+                yield [*path, key], value
+            else:
+                yield from _refs(value, [*path, key])
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _refs(value, [*path, i])
+
+
+def _check_schema(schema: Any, field: str, problems: list[dict[str, str]]) -> bool:
+    before = len(problems)
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        problems.append(
+            {
+                "path": pointer([field, *exc.absolute_path]),
+                "message": _short(f"invalid JSON Schema: {exc.message}"),
+            }
+        )
+    for path, ref in _refs(schema, [field]):
+        if not ref.startswith("#"):
+            problems.append(
+                {
+                    "path": pointer(path),
+                    "message": f"only local references ('#...') are allowed, not {ref!r}",
+                }
+            )
+    if len(problems) == before:
+        try:
+            Draft202012Validator(schema, registry=_NO_REMOTE).is_valid(sample(schema))
+        except (Unresolvable, NoSuchResource) as exc:
+            problems.append({"path": f"/{field}", "message": f"unresolvable reference: {exc}"})
+    return len(problems) == before
+
+
+def _validator(schema: dict[str, Any]) -> Draft202012Validator:
+    return Draft202012Validator(
+        schema, registry=_NO_REMOTE, format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
+
+
+def canonical_json(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def digest(definition: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(definition)).hexdigest()
+
+
+def check_definition(
+    raw: Any, *, models: Iterable[str] | None = None, require_version: bool = False
+) -> dict[str, Any]:
+    """Validate a raw definition and return its normalised form, or raise DefinitionInvalid
+    listing every problem."""
+    if not isinstance(raw, dict):
+        raise DefinitionInvalid(
+            "A prompt definition must be a JSON object.",
+            errors=[{"path": "", "message": "expected an object"}],
+        )
+    problems = schema_errors(_definition_validator, raw)
+    if require_version and "version" not in raw:
+        problems.append({"path": "/version", "message": "'version' is required"})
+    model = raw.get("model", "default")
+    known = sorted(models) if models is not None else None
+    if known is not None and isinstance(model, str) and model not in known:
+        problems.append(
+            {
+                "path": "/model",
+                "message": f"unknown model alias {model!r}; configured: {', '.join(known)}",
+            }
+        )
+    if problems:
+        raise DefinitionInvalid(_summary(problems), errors=problems)
+
+    definition: dict[str, Any] = {
+        "name": raw["name"],
+        "version": raw.get("version"),
+        "description": raw.get("description", ""),
+        "model": model,
+        "params": dict(raw.get("params") or {}),
+        "input_schema": raw["input_schema"],
+        "output_schema": raw.get("output_schema"),
+        "messages": [{"role": m["role"], "content": m["content"]} for m in raw["messages"]],
+        "examples": list(raw.get("examples") or []),
+    }
+    input_ok = _check_schema(definition["input_schema"], "input_schema", problems)
+    output_schema = definition["output_schema"]
+    output_ok = output_schema is None or _check_schema(output_schema, "output_schema", problems)
+
+    templates: list[jinja2.Template | None] = []
+    for i, message in enumerate(definition["messages"]):
+        try:
+            templates.append(_env.from_string(message["content"]))
+        except jinja2.TemplateSyntaxError as exc:
+            templates.append(None)
+            problems.append(
+                {
+                    "path": f"/messages/{i}/content",
+                    "message": f"template syntax error on line {exc.lineno}: {exc.message}",
+                }
+            )
+
+    input_validator = _validator(definition["input_schema"]) if input_ok else None
+    output_validator = (
+        _validator(output_schema) if output_ok and output_schema is not None else None
+    )
+    inputs: list[tuple[str, Any]] = []
+    for i, example in enumerate(definition["examples"]):
+        if input_validator is not None:
+            problems.extend(
+                schema_errors(input_validator, example["input"], ["examples", i, "input"])
+            )
+        if output_validator is not None and "output" in example:
+            problems.extend(
+                schema_errors(output_validator, example["output"], ["examples", i, "output"])
+            )
+        inputs.append((f"example {i}", example["input"]))
+
+    if input_ok and all(t is not None for t in templates):
+        schema = definition["input_schema"]
+        inputs.insert(
+            0, ("a sample input with only the required fields", sample(schema, required_only=True))
+        )
+        inputs.insert(0, ("a sample input with every field", sample(schema)))
+        for i, template in enumerate(templates):
+            for label, data in inputs:
+                if not isinstance(data, dict):
+                    continue
+                try:
+                    template.render(_variables(data))  # type: ignore[union-attr]
+                except jinja2.UndefinedError as exc:
+                    hint = (
+                        " (guard optional fields with `{% if x is defined %}` or `| default(...)`)"
+                        if "required" in label
+                        else ""
+                    )
+                    problems.append(
+                        {
+                            "path": f"/messages/{i}/content",
+                            "message": f"{exc.message} when rendered with {label}{hint}",
+                        }
+                    )
+                    break
+                except Exception as exc:  # a template can raise anything while dry-rendered
+                    problems.append(
+                        {
+                            "path": f"/messages/{i}/content",
+                            "message": f"template failed when rendered with {label}: {type(exc).__name__}: {exc}",
+                        }
+                    )
+                    break
+    if problems:
+        raise DefinitionInvalid(_summary(problems), errors=problems)
+    return definition
+
+
+def _summary(problems: list[dict[str, str]]) -> str:
+    count = len(problems)
+    return f"The prompt definition has {count} problem{'s' if count != 1 else ''}."
+
+
+def _variables(data: dict[str, Any]) -> dict[str, Any]:
+    return {"input": data, **data}
+
+
+def _strip_fence(text: str) -> str:
+    stripped = text.strip()
+    if stripped.startswith("```"):
+        first_newline = stripped.find("\n")
+        if first_newline != -1 and stripped.endswith("```"):
+            return stripped[first_newline + 1 : -3].strip()
+    return stripped
+
+
+class Prompt:
+    """A compiled, immutable prompt version, ready to serve."""
+
+    __slots__ = (
+        "_input_validator",
+        "_output_validator",
+        "_templates",
+        "definition",
+        "description",
+        "digest",
+        "examples",
+        "input_schema",
+        "model",
+        "name",
+        "output_schema",
+        "params",
+        "version",
+    )
+
+    def __init__(self, definition: dict[str, Any]) -> None:
+        self.definition = definition
+        self.name: str = definition["name"]
+        self.version: int = definition["version"]
+        self.description: str = definition.get("description", "")
+        self.model: str = definition.get("model", "default")
+        self.params: dict[str, Any] = definition.get("params") or {}
+        self.input_schema: dict[str, Any] = definition["input_schema"]
+        self.output_schema: dict[str, Any] | None = definition.get("output_schema")
+        self.examples: list[dict[str, Any]] = definition.get("examples") or []
+        self.digest = digest(definition)
+        self._input_validator = _validator(self.input_schema)
+        self._output_validator = (
+            _validator(self.output_schema) if self.output_schema is not None else None
+        )
+        self._templates = [
+            (m["role"], _env.from_string(m["content"])) for m in definition["messages"]
+        ]
+
+    def validate_input(self, data: Any) -> None:
+        if not self._input_validator.is_valid(data):
+            problems = schema_errors(self._input_validator, data)
+            raise InputInvalid(
+                f"The input has {len(problems)} problem{'s' if len(problems) != 1 else ''}.",
+                errors=problems,
+            )
+
+    def render(self, data: Any) -> list[dict[str, str]]:
+        variables = _variables(data) if isinstance(data, dict) else {"input": data}
+        try:
+            return [{"role": role, "content": t.render(variables)} for role, t in self._templates]
+        except (
+            jinja2.UndefinedError,
+            SecurityError,
+            TypeError,
+            ValueError,
+            ArithmeticError,
+        ) as exc:
+            raise RenderFailed(f"{type(exc).__name__}: {exc}") from None
+
+    def parse_output(self, text: str) -> Any:
+        if self._output_validator is None:
+            return text
+        try:
+            value = orjson.loads(_strip_fence(text))
+        except orjson.JSONDecodeError as exc:
+            raise OutputInvalid(
+                "The model's answer is not valid JSON.",
+                errors=[{"path": "", "message": _short(f"not valid JSON: {exc}")}],
+            ) from None
+        if not self._output_validator.is_valid(value):
+            problems = schema_errors(self._output_validator, value)
+            raise OutputInvalid(
+                "The model's answer does not match the output schema.", errors=problems
+            )
+        return value
+
+
+def check_output(schema: dict[str, Any], value: Any) -> list[dict[str, str]]:
+    return schema_errors(_validator(schema), value)
+
+
+__all__ = [
+    "FIELDS",
+    "NAME_PATTERN",
+    "Prompt",
+    "ValidationError",
+    "canonical_json",
+    "check_definition",
+    "check_output",
+    "digest",
+    "pointer",
+]

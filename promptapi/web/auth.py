@@ -1,0 +1,42 @@
+"""Who is calling: the admin credential or a consumer API key, as a bearer token."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from promptapi.errors import Forbidden, Unauthorized
+from promptapi.keys import ADMIN, ANONYMOUS, Caller, KeyCache
+
+
+def bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("Use `Authorization: Bearer <token>`.")
+    return token
+
+
+def consumer(request: Request, keys: KeyCache, *, allow_anonymous: bool) -> Caller:
+    token = bearer(request)
+    if token is None:
+        if allow_anonymous:
+            return ANONYMOUS
+        raise Unauthorized("This endpoint needs an API key: `Authorization: Bearer <key>`.")
+    caller = keys.check(token)
+    if caller is None:
+        raise Unauthorized("The API key is not valid or has been revoked.")
+    return caller
+
+
+def admin(request: Request, keys: KeyCache) -> Caller:
+    token = bearer(request)
+    if token is None:
+        raise Unauthorized("The admin API needs the admin token: `Authorization: Bearer <token>`.")
+    if keys.is_admin(token):
+        return ADMIN
+    if keys.check(token) is not None:
+        raise Forbidden("Consumer API keys cannot use the admin API.")
+    raise Unauthorized("The admin token is not valid.")
