@@ -1,0 +1,55 @@
+"""The official OpenAI API description, used to keep our adapter and our fake honest."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+URI = "urn:openai-openapi"
+
+
+def contract_path() -> Path | None:
+    explicit = os.environ.get("PROMPTAPI_CONTRACTS_DIR")
+    candidates = [Path(explicit)] if explicit else []
+    here = Path(__file__).resolve().parent.parent
+    candidates += [here.parent / "shared" / "contracts", here / ".." / "shared" / "contracts"]
+    for folder in candidates:
+        path = folder / "openai-openapi.json"
+        if path.is_file():
+            return path
+    return None
+
+
+@cache
+def _registry() -> Registry | None:
+    path = contract_path()
+    if path is None:
+        return None
+    document = json.loads(path.read_text(encoding="utf-8"))
+    resource = Resource.from_contents(document, default_specification=DRAFT202012)
+    return Registry().with_resource(URI, resource)
+
+
+@cache
+def validator(schema_name: str) -> Draft202012Validator | None:
+    registry = _registry()
+    if registry is None:
+        return None
+    return Draft202012Validator(
+        {"$ref": f"{URI}#/components/schemas/{schema_name}"}, registry=registry
+    )
+
+
+def problems(schema_name: str, instance: Any) -> list[str]:
+    """Contract violations of `instance` (empty when the contract file is absent)."""
+    checker = validator(schema_name)
+    if checker is None:
+        return []
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in checker.iter_errors(instance)]
