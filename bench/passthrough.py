@@ -8,8 +8,12 @@ answer -- using the HTTP client chosen by ``BENCH_CLIENT``:
 * ``httpx-aiohttp``  -- ``httpx.AsyncClient`` over ``httpx_aiohttp.AiohttpTransport``
 * ``aiohttp``        -- ``aiohttp.ClientSession`` with ``TCPConnector(limit=0)``
 
-Every client has an unbounded connection pool, so no variant is capped by pool
-size at high concurrency. ``UPSTREAM_URL`` is the full chat completions URL.
+The aiohttp pools are unbounded. httpx keeps its own default pool limits (100
+connections, 20 kept alive) unless ``BENCH_HTTPX_POOL=unbounded``: httpcore's
+pool gets slower as more connections stay open, so on this workload the
+unbounded pool is several times *slower* at 64 connections and completes next
+to nothing at 256 (see encode/httpx#3215). ``UPSTREAM_URL`` is the full chat
+completions URL.
 Run it with uvicorn, e.g.::
 
     BENCH_CLIENT=aiohttp UPSTREAM_URL=http://127.0.0.1:8081/v1/chat/completions \\
@@ -40,6 +44,10 @@ UPSTREAM_API_KEY = "bench-key"
 TIMEOUT_S = 30.0
 
 TEMPLATE = jinja2.Environment(autoescape=False).from_string("Classify the sentiment of: {{ text }}")
+HTTPX_POOLS = {
+    "default": httpx.Limits(max_connections=100, max_keepalive_connections=20),
+    "unbounded": httpx.Limits(max_connections=None, max_keepalive_connections=None),
+}
 UPSTREAM_HEADERS = {
     "Authorization": f"Bearer {UPSTREAM_API_KEY}",
     "Content-Type": "application/json",
@@ -106,10 +114,13 @@ def _aiohttp_session() -> aiohttp.ClientSession:
 
 def make_upstream(client: str, url: str) -> Upstream:
     """Build the upstream caller; must run inside the event loop (lifespan)."""
-    unbounded = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     if client == "httpx":
+        pool = os.environ.get("BENCH_HTTPX_POOL", "default")
+        if pool not in HTTPX_POOLS:
+            raise ValueError(f"BENCH_HTTPX_POOL must be one of {', '.join(HTTPX_POOLS)}")
+        limits = HTTPX_POOLS[pool]
         return HttpxUpstream(
-            url, httpx.AsyncClient(limits=unbounded, timeout=TIMEOUT_S, trust_env=False)
+            url, httpx.AsyncClient(limits=limits, timeout=TIMEOUT_S, trust_env=False)
         )
     if client == "httpx-aiohttp":
         # AiohttpTransport ignores httpx.Limits(max_connections=None) and falls back

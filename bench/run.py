@@ -38,11 +38,13 @@ import upstream  # bench/upstream.py; bench/ is sys.path[0] when run as a script
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
-VENV_BIN = Path(sys.executable).parent
+VENV_BIN = REPO_DIR / ".venv" / "bin"
 HOST = "127.0.0.1"  # the only address this harness ever talks to
 
 APT_HINT = "sudo apt-get install -y wrk nginx-light libnginx-mod-http-echo"
-PIP_HINT = f"{VENV_BIN / 'pip'} install httpx-aiohttp"
+PIP_HINT = (
+    f"{VENV_BIN / 'pip'} install -e '{REPO_DIR}[bench]'  (or just: pip install httpx-aiohttp)"
+)
 
 UPSTREAM = "upstream"
 PASSTHROUGHS = ("httpx", "httpx-aiohttp", "aiohttp")
@@ -90,7 +92,7 @@ class TargetError(Exception):
 # --------------------------------------------------------------------------- processes
 
 
-@dataclass
+@dataclass(eq=False)
 class Child:
     name: str
     proc: subprocess.Popen[bytes]
@@ -388,6 +390,8 @@ class Result:
         found: list[str] = []
         if self.error:
             found.append(self.error)
+        elif self.requests == 0:
+            found.append("no request completed")
         if self.non_2xx:
             found.append(f"{self.non_2xx} non-2xx responses")
         found.extend(f"{n} socket {kind} errors" for kind, n in self.socket_errors.items() if n)
@@ -499,9 +503,9 @@ class Bench:
         for latency, port in self.upstream_ports.items():
             try:
                 wait_for_port(child, port)
+                self.preflight(UPSTREAM, port, upstream.CHAT_PATH, CHAT_BODY, "upstream")
             except TargetError as exc:
                 raise HarnessError(f"{exc}\n{tail(nginx_dir / 'nginx-error.log')}") from exc
-            self.preflight(UPSTREAM, port, upstream.CHAT_PATH, CHAT_BODY, "upstream")
             self.log(f"nginx upstream with {latency} ms latency on {HOST}:{port}")
 
     def upstream_url(self, latency_ms: int) -> str:
@@ -519,7 +523,11 @@ class Bench:
             "--no-access-log", "--lifespan", "on", "--log-level", "warning",
         ]  # fmt: skip
         env = child_env(
-            {"BENCH_CLIENT": client, "UPSTREAM_URL": self.upstream_url(scenario.latency_ms)}
+            {
+                "BENCH_CLIENT": client,
+                "BENCH_HTTPX_POOL": self.args.httpx_pool,
+                "UPSTREAM_URL": self.upstream_url(scenario.latency_ms),
+            }
         )
         log_path = self.workdir / f"{client}-{scenario.latency_ms}ms.log"
         child = self.procs.start(
@@ -620,7 +628,10 @@ class Bench:
         )
         if rc != 0:
             raise TargetError(f"wrk exited with {rc}: {err.strip() or out.strip()}")
-        return parse_wrk(out)
+        try:
+            return parse_wrk(out)
+        except ValueError as exc:
+            raise TargetError(f"could not parse the wrk output: {exc}") from exc
 
     @contextlib.contextmanager
     def serving(self, target: str, scenario: Scenario) -> Iterator[tuple[int, str, str]]:
@@ -670,13 +681,14 @@ class Bench:
         result.requests = run.requests
         result.duration_s = run.duration_s
         result.rps = run.rps
-        result.p50_ms = run.p50_ms
-        result.p99_ms = run.p99_ms
+        if run.requests:  # wrk prints 0 latencies when nothing completed
+            result.p50_ms = run.p50_ms
+            result.p99_ms = run.p99_ms
         result.non_2xx = run.non_2xx
         result.socket_errors = run.socket_errors
         flag = "" if not result.problems else "   <-- " + "; ".join(result.problems)
         self.log(
-            f"  {run.rps:,.0f} req/s  p50 {_ms(run.p50_ms)}  p99 {_ms(run.p99_ms)}"
+            f"  {run.rps:,.0f} req/s  p50 {_ms(result.p50_ms)}  p99 {_ms(result.p99_ms)}"
             f"  ({run.requests} requests){flag}"
         )
         return result
@@ -769,6 +781,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=parse_scenarios(DEFAULT_SCENARIOS),
         help=f"comma-separated LATENCY_MS:CONNECTIONS pairs (default: {DEFAULT_SCENARIOS})",
     )
+    parser.add_argument(
+        "--httpx-pool",
+        choices=("default", "unbounded"),
+        default="default",
+        help="pool limits of the httpx pass-through: httpx's defaults (100 connections, "
+        "20 kept alive) or none",
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     parser.add_argument(
         "--timeout", type=int, default=10, help="wrk per-request timeout in seconds"
@@ -816,6 +835,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\ninterrupted; stopping everything started", file=sys.stderr)
         return 130
     finally:
+        # a second Ctrl-C must not cut the clean-up short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         procs.stop_all()
         if args.keep_tmp:
             print(f"temp dir kept: {workdir}", file=sys.stderr)
@@ -825,7 +847,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(
         f"wrk: 1 thread, {args.duration} s per run after a {WARMUP_S} s warm-up; "
-        f"server under test on cpu {args.server_cpu}, wrk + nginx upstream on cpu {args.load_cpu}"
+        f"server under test on cpu {args.server_cpu}, wrk + nginx upstream on cpu {args.load_cpu}; "
+        f"httpx pool: {args.httpx_pool}"
     )
     print()
     print(markdown_table(results, scenarios))
@@ -849,6 +872,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "warmup_s": WARMUP_S,
             "server_cpu": args.server_cpu,
             "load_cpu": args.load_cpu,
+            "httpx_pool": args.httpx_pool,
             "results": [asdict(r) | {"problems": r.problems} for r in results],
         }
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
