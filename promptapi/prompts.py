@@ -14,7 +14,7 @@ from typing import Any
 
 import jinja2
 import orjson
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
 from referencing import Registry
@@ -218,6 +218,21 @@ def check_definition(
 ) -> dict[str, Any]:
     """Validate a raw definition and return its normalised form, or raise DefinitionInvalid
     listing every problem."""
+    too_deep = DefinitionInvalid(
+        "The definition is nested too deeply.",
+        errors=[{"path": "", "message": "nested too deeply (JSON nesting is limited to 250 levels)"}],
+    )
+    try:
+        definition = _check_definition(raw, models=models, require_version=require_version)
+        canonical_json(definition)
+    except (RecursionError, orjson.JSONEncodeError):
+        raise too_deep from None
+    return definition
+
+
+def _check_definition(
+    raw: Any, *, models: Iterable[str] | None, require_version: bool
+) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise DefinitionInvalid(
             "A prompt definition must be a JSON object.",
@@ -377,7 +392,14 @@ class Prompt:
         ]
 
     def validate_input(self, data: Any) -> None:
-        if not self._input_validator.is_valid(data):
+        try:
+            valid = self._input_validator.is_valid(data)
+        except RecursionError:
+            raise InputInvalid(
+                "The input is nested too deeply.",
+                errors=[{"path": "", "message": "nested too deeply to validate"}],
+            ) from None
+        if not valid:
             problems = schema_errors(self._input_validator, data)
             raise InputInvalid(
                 f"The input has {len(problems)} problem{'s' if len(problems) != 1 else ''}.",
@@ -388,14 +410,8 @@ class Prompt:
         variables = _variables(data) if isinstance(data, dict) else {"input": data}
         try:
             return [{"role": role, "content": t.render(variables)} for role, t in self._templates]
-        except (
-            jinja2.UndefinedError,
-            SecurityError,
-            TypeError,
-            ValueError,
-            ArithmeticError,
-        ) as exc:
-            raise RenderFailed(f"{type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # a template can raise anything; the caller gets a 422, not a 500
+            raise RenderFailed(f"{type(exc).__name__}: {str(exc)[:300]}") from None
 
     def parse_output(self, text: str) -> Any:
         if self._output_validator is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -15,7 +16,11 @@ class JSON(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        try:
+            return orjson.dumps(content)
+        except orjson.JSONEncodeError:
+            # orjson stops at 254 levels of nesting; the standard library goes deeper.
+            return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _is_json(content_type: str) -> bool:
