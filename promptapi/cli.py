@@ -228,5 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args, settings))
     except ConfigError as exc:
         return _fail(str(exc), 2)
+    except PromptAPIError as exc:
+        return _fail(exc.detail, 1)
     except KeyboardInterrupt:
         return 130

@@ -75,6 +75,9 @@ class Gateway:
         )
         self._revision = -1
         self._refresher: asyncio.Task[None] | None = None
+        # A refresh must not interleave with this process's own key writes: it could put back a
+        # key revoked a moment ago, or drop one just created.
+        self._state_lock = asyncio.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -139,18 +142,19 @@ class Gateway:
 
     async def refresh(self, *, force: bool = False) -> bool:
         """Catch up with writes made by other processes. Returns True when anything changed."""
-        current = await self.store.revision()
-        if current == self._revision and not force:
-            return False
-        self._revision = current
-        for row in await self.store.versions_after(self.registry.last_row_id):
-            self.registry.add(row)
-        self.keys.replace(await self.store.active_keys())
-        if not self.settings.admin_token:
-            stored = await self.store.get_meta(ADMIN_TOKEN_META)
-            if stored:
-                self.keys.set_admin_hash(stored)
-        return True
+        async with self._state_lock:
+            current = await self.store.revision()
+            if current == self._revision and not force:
+                return False
+            self._revision = current
+            for row in await self.store.versions_after(self.registry.last_row_id):
+                self.registry.add(row)
+            self.keys.replace(await self.store.active_keys())
+            if not self.settings.admin_token:
+                stored = await self.store.get_meta(ADMIN_TOKEN_META)
+                if stored:
+                    self.keys.set_admin_hash(stored)
+            return True
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -175,8 +179,8 @@ class Gateway:
         record: dict[str, Any] = {
             "id": _call_id(),
             "request_id": request_id,
-            "prompt_name": name[:64],
-            "prompt_version": version,
+            "prompt_name": name[:64].replace("\x00", ""),
+            "prompt_version": version if version is not None and 0 < version < 2**31 else None,
             "model_alias": None,
             "model": None,
             "key_id": caller.key_id,
@@ -314,13 +318,15 @@ class Gateway:
 
     async def create_key(self, name: str, scopes: list[str]) -> tuple[str, dict[str, Any]]:
         plaintext, key_id, prefix, key_hash = new_key()
-        key = await self.store.create_key(
-            key_id=key_id, name=name, prefix=prefix, key_hash=key_hash, scopes=scopes
-        )
-        self.keys.add(key_hash, key)
+        async with self._state_lock:
+            key = await self.store.create_key(
+                key_id=key_id, name=name, prefix=prefix, key_hash=key_hash, scopes=scopes
+            )
+            self.keys.add(key_hash, key)
         return plaintext, key
 
     async def revoke_key(self, key_id: str) -> dict[str, Any]:
-        key = await self.store.revoke_key(key_id)
-        self.keys.remove(key_id)
+        async with self._state_lock:
+            key = await self.store.revoke_key(key_id)
+            self.keys.remove(key_id)
         return key

@@ -220,7 +220,9 @@ def check_definition(
     listing every problem."""
     too_deep = DefinitionInvalid(
         "The definition is nested too deeply.",
-        errors=[{"path": "", "message": "nested too deeply (JSON nesting is limited to 250 levels)"}],
+        errors=[
+            {"path": "", "message": "nested too deeply (JSON nesting is limited to 250 levels)"}
+        ],
     )
     try:
         definition = _check_definition(raw, models=models, require_version=require_version)
@@ -239,6 +241,9 @@ def _check_definition(
             errors=[{"path": "", "message": "expected an object"}],
         )
     problems = schema_errors(_definition_validator, raw)
+    # Fields with structural problems are reported as such; every other field is still checked
+    # in depth, so one answer lists every problem.
+    broken = {p["path"].split("/")[1] for p in problems if p["path"].count("/") >= 1}
     if require_version and "version" not in raw:
         problems.append({"path": "/version", "message": "'version' is required"})
     model = raw.get("model", "default")
@@ -250,30 +255,23 @@ def _check_definition(
                 "message": f"unknown model alias {model!r}; configured: {', '.join(known)}",
             }
         )
-    if problems:
-        raise DefinitionInvalid(_summary(problems), errors=problems)
 
-    definition: dict[str, Any] = {
-        "name": raw["name"],
-        "version": raw.get("version"),
-        "description": raw.get("description", ""),
-        "model": model,
-        "params": dict(raw.get("params") or {}),
-        "input_schema": raw["input_schema"],
-        "output_schema": raw.get("output_schema"),
-        "messages": [{"role": m["role"], "content": m["content"]} for m in raw["messages"]],
-        "examples": list(raw.get("examples") or []),
-    }
-    input_ok = _check_schema(definition["input_schema"], "input_schema", problems)
-    output_schema = definition["output_schema"]
-    output_ok = output_schema is None or _check_schema(output_schema, "output_schema", problems)
+    input_schema = raw.get("input_schema")
+    input_ok = isinstance(input_schema, dict) and "input_schema" not in broken
+    input_ok = input_ok and _check_schema(input_schema, "input_schema", problems)
+    output_schema = raw.get("output_schema")
+    output_ok = isinstance(output_schema, dict) and "output_schema" not in broken
+    output_ok = output_ok and _check_schema(output_schema, "output_schema", problems)
 
-    templates: list[jinja2.Template | None] = []
-    for i, message in enumerate(definition["messages"]):
+    templates: list[tuple[int, jinja2.Template]] = []
+    messages = raw.get("messages") if isinstance(raw.get("messages"), list) else []
+    for i, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, str):
+            continue
         try:
-            templates.append(_env.from_string(message["content"]))
+            templates.append((i, _env.from_string(content)))
         except jinja2.TemplateSyntaxError as exc:
-            templates.append(None)
             problems.append(
                 {
                     "path": f"/messages/{i}/content",
@@ -281,12 +279,13 @@ def _check_definition(
                 }
             )
 
-    input_validator = _validator(definition["input_schema"]) if input_ok else None
-    output_validator = (
-        _validator(output_schema) if output_ok and output_schema is not None else None
-    )
+    input_validator = _validator(input_schema) if input_ok else None  # type: ignore[arg-type]
+    output_validator = _validator(output_schema) if output_ok else None  # type: ignore[arg-type]
     inputs: list[tuple[str, Any]] = []
-    for i, example in enumerate(definition["examples"]):
+    examples = raw.get("examples") if isinstance(raw.get("examples"), list) else []
+    for i, example in enumerate(examples):
+        if not isinstance(example, dict) or "input" not in example:
+            continue
         if input_validator is not None:
             problems.extend(
                 schema_errors(input_validator, example["input"], ["examples", i, "input"])
@@ -297,42 +296,50 @@ def _check_definition(
             )
         inputs.append((f"example {i}", example["input"]))
 
-    if input_ok and all(t is not None for t in templates):
-        schema = definition["input_schema"]
+    if input_ok:
         inputs.insert(
-            0, ("a sample input with only the required fields", sample(schema, required_only=True))
+            0,
+            (
+                "a sample input with only the required fields",
+                sample(input_schema, required_only=True),
+            ),
         )
-        inputs.insert(0, ("a sample input with every field", sample(schema)))
-        for i, template in enumerate(templates):
-            for label, data in inputs:
-                if not isinstance(data, dict):
-                    continue
-                try:
-                    template.render(_variables(data))  # type: ignore[union-attr]
-                except jinja2.UndefinedError as exc:
-                    hint = (
-                        " (guard optional fields with `{% if x is defined %}` or `| default(...)`)"
-                        if "required" in label
-                        else ""
-                    )
-                    problems.append(
-                        {
-                            "path": f"/messages/{i}/content",
-                            "message": f"{exc.message} when rendered with {label}{hint}",
-                        }
-                    )
-                    break
-                except Exception as exc:  # a template can raise anything while dry-rendered
-                    problems.append(
-                        {
-                            "path": f"/messages/{i}/content",
-                            "message": f"template failed when rendered with {label}: {type(exc).__name__}: {exc}",
-                        }
-                    )
-                    break
+        inputs.insert(0, ("a sample input with every field", sample(input_schema)))
+        for i, template in templates:
+            problem = _dry_render(template, inputs)
+            if problem is not None:
+                problems.append({"path": f"/messages/{i}/content", "message": problem})
     if problems:
         raise DefinitionInvalid(_summary(problems), errors=problems)
-    return definition
+    return {
+        "name": raw["name"],
+        "version": raw.get("version"),
+        "description": raw.get("description", ""),
+        "model": model,
+        "params": dict(raw.get("params") or {}),
+        "input_schema": input_schema,
+        "output_schema": output_schema,
+        "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+        "examples": list(examples),
+    }
+
+
+def _dry_render(template: jinja2.Template, inputs: list[tuple[str, Any]]) -> str | None:
+    for label, data in inputs:
+        if not isinstance(data, dict):
+            continue
+        try:
+            template.render(_variables(data))
+        except jinja2.UndefinedError as exc:
+            hint = (
+                " (guard optional fields with `{% if x is defined %}` or `| default(...)`)"
+                if "required" in label
+                else ""
+            )
+            return f"{exc.message} when rendered with {label}{hint}"
+        except Exception as exc:  # a template can raise anything while dry-rendered
+            return f"template failed when rendered with {label}: {type(exc).__name__}: {exc}"
+    return None
 
 
 def _summary(problems: list[dict[str, str]]) -> str:

@@ -36,7 +36,13 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StatementError,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from promptapi.errors import ConfigError, Conflict, NotFound
@@ -360,7 +366,10 @@ class Store:
         )
 
     async def _prompt_id(self, conn: AsyncConnection, name: str) -> int:
-        found = await conn.scalar(select(prompts.c.id).where(prompts.c.name == name))
+        """The prompt's id, locking its row until the transaction ends: writers of versions of
+        one prompt take turns (PostgreSQL; SQLite writers are serialised already)."""
+        locked = select(prompts.c.id).where(prompts.c.name == name).with_for_update()
+        found = await conn.scalar(locked)
         if found is not None:
             return int(found)
         result = await conn.execute(insert(prompts).values(name=name, created_at=now()))
@@ -528,12 +537,31 @@ class Store:
 
     # -- call records ---------------------------------------------------------------------
 
-    async def insert_calls(self, rows: Iterable[dict[str, Any]]) -> None:
+    async def insert_calls(self, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Write call records in one transaction. If the database refuses the batch for its
+        data, write the rows one by one and return the ones it refuses; errors of the database
+        itself (unreachable, locked) are raised so the caller keeps the rows and retries."""
         batch = list(rows)
         if not batch:
-            return
-        async with self.transaction() as conn:
-            await conn.execute(insert(call_records), batch)
+            return []
+        try:
+            async with self.transaction() as conn:
+                await conn.execute(insert(call_records), batch)
+            return []
+        except (OperationalError, InterfaceError, OSError):
+            raise
+        except (DBAPIError, StatementError):
+            pass
+        rejected: list[dict[str, Any]] = []
+        for row in batch:
+            try:
+                async with self.transaction() as conn:
+                    await conn.execute(insert(call_records), [row])
+            except (OperationalError, InterfaceError, OSError):
+                raise
+            except (DBAPIError, StatementError):
+                rejected.append(row)
+        return rejected
 
     async def list_calls(
         self,
@@ -559,7 +587,10 @@ class Store:
             )
         async with self.transaction() as conn:
             rows = await conn.execute(query.limit(limit))
-            return [{**r._asdict(), "created_at": iso(r.created_at)} for r in rows]
+            return [
+                {**{str(k): v for k, v in r._mapping.items()}, "created_at": iso(r.created_at)}
+                for r in rows
+            ]
 
     async def count_calls(self) -> int:
         async with self.transaction() as conn:

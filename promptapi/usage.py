@@ -23,6 +23,8 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.written = 0
+        self.rejected = 0
+        self._in_flight = 0
 
     def record(self, row: dict[str, Any]) -> None:
         self._queue.append(row)
@@ -31,7 +33,7 @@ class Recorder:
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + self._in_flight
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="promptapi-recorder")
@@ -51,15 +53,23 @@ class Recorder:
                 await asyncio.sleep(min(30.0, 0.5 * 2**failures))
 
     async def flush(self) -> None:
-        """Write everything queued. A failed batch goes back to the front of the queue."""
+        """Write everything queued. If the database is unavailable, the batch goes back to the
+        front of the queue; a row the database refuses for its content is logged and dropped,
+        so it cannot block the rows behind it."""
         while self._queue:
             batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+            self._in_flight = len(batch)
             try:
-                await self.store.insert_calls(batch)
+                rejected = await self.store.insert_calls(batch)
             except BaseException:
                 self._queue.extendleft(reversed(batch))
                 raise
-            self.written += len(batch)
+            finally:
+                self._in_flight = 0
+            for row in rejected:
+                self.rejected += 1
+                log.error("the database refused call record %s; it is dropped", row.get("id"))
+            self.written += len(batch) - len(rejected)
 
     async def aclose(self) -> None:
         self._closing = True

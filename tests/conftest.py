@@ -22,7 +22,9 @@ from tests.fakes import FakeOpenAI
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 UPSTREAM_KEY = "sk-test-upstream-secret-key"
-PG_URL = os.environ.get("PROMPTAPI_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_URL = os.environ.get(
+    "PROMPTAPI_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 REQUIRE_SERVICES = os.environ.get("CI", "").lower() in ("1", "true") or os.environ.get(
     "PROMPTAPI_REQUIRE_SERVICES", ""
 ).lower() in ("1", "true")
@@ -133,9 +135,13 @@ class Server:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, log_config=None, lifespan="on", timeout_graceful_shutdown=5)
+        config = uvicorn.Config(
+            self.app, log_config=None, lifespan="on", timeout_graceful_shutdown=5
+        )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
+        )
         self._sock = sock
         self.client = httpx.Client(base_url=self.url, timeout=30)
         self.admin = httpx.Client(
@@ -167,7 +173,9 @@ class Server:
         response = self.admin.post("/admin/v1/keys", json={"name": name})
         assert response.status_code == 201, response.text
         return httpx.Client(
-            base_url=self.url, timeout=30, headers={"Authorization": f"Bearer {response.json()['key']}"}
+            base_url=self.url,
+            timeout=30,
+            headers={"Authorization": f"Bearer {response.json()['key']}"},
         )
 
 

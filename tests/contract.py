@@ -66,6 +66,9 @@ def problems(schema_name: str, instance: Any) -> list[str]:
     checker = validator(schema_name)
     if checker is None:
         return []
-    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in checker.iter_errors(instance)]
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in checker.iter_errors(instance)
+    ]
+
 
 REQUIRED = os.environ.get("CI", "").lower() in ("1", "true")

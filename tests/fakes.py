@@ -59,13 +59,17 @@ def completion(content: str, *, model: str, usage: tuple[int, int]) -> dict[str,
     }
 
 
-def chunk(delta: dict[str, Any], *, model: str, finish: str | None = None, usage: Any = None) -> dict[str, Any]:
+def chunk(
+    delta: dict[str, Any], *, model: str, finish: str | None = None, usage: Any = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": "chatcmpl-fake",
         "object": "chat.completion.chunk",
         "created": int(time.time()),
         "model": model,
-        "choices": [] if usage is not None else [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        "choices": []
+        if usage is not None
+        else [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
     }
     if usage is not None:
         body["usage"] = usage
@@ -104,7 +108,9 @@ class FakeOpenAI:
         except ValueError:
             body = {"_unparseable": raw.decode(errors="replace")}
         self.requests.append({"body": body, "headers": dict(request.headers)})
-        self.violations.extend(f"request {v}" for v in contract.problems("CreateChatCompletionRequest", body))
+        self.violations.extend(
+            f"request {v}" for v in contract.problems("CreateChatCompletionRequest", body)
+        )
         behaviour = self.script.popleft() if self.script else self.default
         if behaviour.delay:
             await asyncio.sleep(behaviour.delay)
@@ -118,15 +124,34 @@ class FakeOpenAI:
             payload = behaviour.body
         elif behaviour.status != 200:
             payload = json.dumps(
-                {"error": {"message": "fake failure sk-secret-in-upstream-message", "type": "server_error", "code": None, "param": None}}
+                {
+                    "error": {
+                        "message": "fake failure sk-secret-in-upstream-message",
+                        "type": "server_error",
+                        "code": None,
+                        "param": None,
+                    }
+                }
             ).encode()
         else:
-            answer = completion(behaviour.content or "", model=behaviour.model, usage=behaviour.usage)
-            self.violations.extend(f"response {v}" for v in contract.problems("CreateChatCompletionResponse", answer))
+            answer = completion(
+                behaviour.content or "", model=behaviour.model, usage=behaviour.usage
+            )
+            self.violations.extend(
+                f"response {v}" for v in contract.problems("CreateChatCompletionResponse", answer)
+            )
             payload = json.dumps(answer).encode()
         if behaviour.trickle is None:
-            return web.Response(body=payload, status=behaviour.status, headers=behaviour.headers, content_type="application/json")
-        response = web.StreamResponse(status=behaviour.status, headers={**behaviour.headers, "Content-Type": "application/json"})
+            return web.Response(
+                body=payload,
+                status=behaviour.status,
+                headers=behaviour.headers,
+                content_type="application/json",
+            )
+        response = web.StreamResponse(
+            status=behaviour.status,
+            headers={**behaviour.headers, "Content-Type": "application/json"},
+        )
         await response.prepare(request)
         for byte in payload:
             await response.write(bytes([byte]))
@@ -141,11 +166,17 @@ class FakeOpenAI:
         for piece in behaviour.stream_chunks or [behaviour.content or ""]:
             events.append(chunk({"content": piece}, model=behaviour.model))
         events.append(chunk({}, model=behaviour.model, finish="stop"))
-        usage = {"prompt_tokens": behaviour.usage[0], "completion_tokens": behaviour.usage[1], "total_tokens": sum(behaviour.usage)}
+        usage = {
+            "prompt_tokens": behaviour.usage[0],
+            "completion_tokens": behaviour.usage[1],
+            "total_tokens": sum(behaviour.usage),
+        }
         events.append(chunk({}, model=behaviour.model, usage=usage))
         wire = b""
         for event in events:
-            self.violations.extend(f"chunk {v}" for v in contract.problems("CreateChatCompletionStreamResponse", event))
+            self.violations.extend(
+                f"chunk {v}" for v in contract.problems("CreateChatCompletionStreamResponse", event)
+            )
             wire += b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n"
         wire += b"data: [DONE]\n\n"
         # Write in small pieces so multi-byte characters and lines are split across reads.

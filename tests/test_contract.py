@@ -18,13 +18,21 @@ pytestmark = pytest.mark.skipif(
 def test_contract_is_present_and_catches_bad_bodies():
     assert contract.contract_path() is not None, "CI must have ../shared/contracts"
     assert contract.problems("CreateChatCompletionRequest", {"model": "x"})  # no messages
-    assert contract.problems("CreateChatCompletionRequest", {"model": "x", "messages": [{"role": "robot"}]})
+    assert contract.problems(
+        "CreateChatCompletionRequest", {"model": "x", "messages": [{"role": "robot"}]}
+    )
     assert contract.problems("CreateChatCompletionResponse", {"choices": "no"})
 
 
 def test_fake_answers_follow_the_contract():
-    assert contract.problems("CreateChatCompletionResponse", completion("hi", model="m", usage=(1, 2))) == []
-    assert contract.problems("CreateChatCompletionStreamResponse", chunk({"content": "é"}, model="m")) == []
+    assert (
+        contract.problems("CreateChatCompletionResponse", completion("hi", model="m", usage=(1, 2)))
+        == []
+    )
+    assert (
+        contract.problems("CreateChatCompletionStreamResponse", chunk({"content": "é"}, model="m"))
+        == []
+    )
 
 
 def test_adapter_requests_follow_the_contract(server, client, fake):

@@ -6,12 +6,11 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from promptapi.errors import InputInvalid, NotFound
 from promptapi.gateway import Gateway
 from promptapi.web import auth, views
-from promptapi.web.http import JSON, query_int, read_json
+from promptapi.web.http import JSON, query_int, read_json, route
 
 
 def _gateway(request: Request) -> Gateway:
@@ -136,16 +135,13 @@ async def sync(request: Request) -> Response:
 
 
 routes = [
-    Route("/admin/v1/prompts", create_prompt, methods=["POST"]),
-    Route("/admin/v1/prompts", list_prompts, methods=["GET"]),
-    Route("/admin/v1/prompts/{name}", get_prompt, methods=["GET"]),
-    Route("/admin/v1/prompts/{name}/versions", create_version, methods=["POST"]),
-    Route("/admin/v1/prompts/{name}/versions/{version:int}", get_version, methods=["GET"]),
-    Route("/admin/v1/keys", create_key, methods=["POST"]),
-    Route("/admin/v1/keys", list_keys, methods=["GET"]),
-    Route("/admin/v1/keys/{key_id}", get_key, methods=["GET"]),
-    Route("/admin/v1/keys/{key_id}", revoke_key, methods=["DELETE"]),
-    Route("/admin/v1/calls", list_calls, methods=["GET"]),
-    Route("/admin/v1/models", list_models, methods=["GET"]),
-    Route("/admin/v1/sync", sync, methods=["POST"]),
+    route("/admin/v1/prompts", post=create_prompt, get=list_prompts),
+    route("/admin/v1/prompts/{name}", get=get_prompt),
+    route("/admin/v1/prompts/{name}/versions", post=create_version),
+    route("/admin/v1/prompts/{name}/versions/{version:int}", get=get_version),
+    route("/admin/v1/keys", post=create_key, get=list_keys),
+    route("/admin/v1/keys/{key_id}", get=get_key, delete=revoke_key),
+    route("/admin/v1/calls", get=list_calls),
+    route("/admin/v1/models", get=list_models),
+    route("/admin/v1/sync", post=sync),
 ]

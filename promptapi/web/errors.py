@@ -120,7 +120,9 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return problem_response(PromptAPIError(), request)
+    # Starlette answers these outside every middleware, so the id header is set here.
+    error = PromptAPIError(headers={"X-Request-ID": request_id(request)})
+    return problem_response(error, request)
 
 
 EXCEPTION_HANDLERS = {

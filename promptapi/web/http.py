@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from promptapi.errors import MalformedRequest, PayloadTooLarge, UnsupportedMediaType
 
@@ -78,3 +80,18 @@ def query_int(request: Request, name: str, default: int, *, low: int, high: int)
             errors=[{"path": f"?{name}", "message": f"expected an integer from {low} to {high}"}],
         )
     return value
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def route(path: str, **handlers: Endpoint) -> Route:
+    """One route per path with a handler per method, so a 405 lists every allowed method."""
+    table = {method.upper(): handler for method, handler in handlers.items()}
+    if "GET" in table:
+        table["HEAD"] = table["GET"]
+
+    async def dispatch(request: Request) -> Response:
+        return await table[request.method](request)
+
+    return Route(path, dispatch, methods=list(table))

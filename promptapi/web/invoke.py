@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from promptapi.gateway import Gateway
 from promptapi.web import auth, views
 from promptapi.web.errors import request_id
-from promptapi.web.http import JSON, read_json
+from promptapi.web.http import JSON, read_json, route
 
 
 async def invoke(request: Request) -> Response:
@@ -40,8 +39,7 @@ async def describe_prompt(request: Request) -> Response:
 
 
 routes = [
-    Route("/v1/prompts", list_prompts, methods=["GET"]),
-    Route("/v1/prompts/{name}", invoke, methods=["POST"]),
-    Route("/v1/prompts/{name}", describe_prompt, methods=["GET"]),
-    Route("/v1/prompts/{name}/versions/{version:int}", invoke, methods=["POST"]),
+    route("/v1/prompts/{name}", post=invoke, get=describe_prompt),
+    route("/v1/prompts/{name}/versions/{version:int}", post=invoke),
+    route("/v1/prompts", get=list_prompts),
 ]

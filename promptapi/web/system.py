@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from promptapi.errors import NotFound, all_problem_types
 from promptapi.gateway import Gateway
-from promptapi.web.http import JSON
+from promptapi.web.http import JSON, route
 
 
 async def healthz(request: Request) -> Response:
@@ -53,8 +52,8 @@ async def problem(request: Request) -> Response:
 
 
 routes = [
-    Route("/healthz", healthz, methods=["GET"]),
-    Route("/readyz", readyz, methods=["GET"]),
-    Route("/problems", problems, methods=["GET"]),
-    Route("/problems/{code}", problem, methods=["GET"]),
+    route("/healthz", get=healthz),
+    route("/readyz", get=readyz),
+    route("/problems", get=problems),
+    route("/problems/{code}", get=problem),
 ]
