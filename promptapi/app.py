@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -27,6 +28,15 @@ def configure_logging(level: str = "info") -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+def _tune_gc() -> None:
+    """Measured on the benchmark: with CPython's default thresholds, garbage collection costs a
+    third of the CPU per call. Everything alive after start-up is long-lived, so freeze it out
+    of the collector's sight, and collect the young generation less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def create_app(settings: Settings | None = None, *, prepared: bool = False) -> Starlette:
     """The ASGI app. `prepared=True` skips the one-time work (migrations, admin token, file sync)
     that `promptapi serve` already did before starting its workers."""
@@ -38,6 +48,7 @@ def create_app(settings: Settings | None = None, *, prepared: bool = False) -> S
         if not prepared:
             await gateway.prepare()
         await gateway.start()
+        _tune_gc()
         try:
             yield
         finally:

@@ -170,6 +170,11 @@ def _utc(value: datetime | None) -> datetime | None:
     return value
 
 
+def _sqlite_timestamp(value: datetime) -> str:
+    """How SQLAlchemy's DateTime stores a UTC timestamp in SQLite, so reads parse it back."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
 def iso(value: datetime | None) -> str | None:
     value = _utc(value)
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
@@ -209,6 +214,7 @@ class Store:
         self.is_sqlite = self.url.startswith("sqlite")
         # One writer at a time within this process on SQLite; other processes wait on busy_timeout.
         self._lock = asyncio.Lock() if self.is_sqlite else None
+        self._insert_calls_sql: str | None = None
 
     async def aclose(self) -> None:
         await self.engine.dispose()
@@ -545,8 +551,7 @@ class Store:
         if not batch:
             return []
         try:
-            async with self.transaction() as conn:
-                await conn.execute(insert(call_records), batch)
+            await self._insert_calls(batch)
             return []
         except (OperationalError, InterfaceError, OSError):
             raise
@@ -555,13 +560,44 @@ class Store:
         rejected: list[dict[str, Any]] = []
         for row in batch:
             try:
-                async with self.transaction() as conn:
-                    await conn.execute(insert(call_records), [row])
+                await self._insert_calls([row])
             except (OperationalError, InterfaceError, OSError):
                 raise
             except (DBAPIError, StatementError):
                 rejected.append(row)
         return rejected
+
+    _call_columns = tuple(c.name for c in call_records.columns)
+
+    async def _insert_calls(self, batch: list[dict[str, Any]]) -> None:
+        # The driver's executemany with plain tuples: measured at well under half the CPU per
+        # row of a Core insert with dicts, which matters because it shares the serving core.
+        columns = self._call_columns
+        if self._insert_calls_sql is None:
+            self._insert_calls_sql = self._insert_sql("call_records", columns)
+        if self.is_sqlite:
+            stamp = columns.index("created_at")
+            params = []
+            for row in batch:
+                values = [row[c] for c in columns]
+                values[stamp] = _sqlite_timestamp(values[stamp])
+                params.append(tuple(values))
+        else:
+            params = [tuple(row[c] for c in columns) for row in batch]
+        async with self.transaction() as conn:
+            await conn.exec_driver_sql(self._insert_calls_sql, params)
+
+    def _insert_sql(self, table: str, columns: tuple[str, ...]) -> str:
+        style = self.engine.dialect.paramstyle
+        if style == "qmark":
+            marks = ["?"] * len(columns)
+        elif style == "numeric_dollar":
+            marks = [f"${i}" for i in range(1, len(columns) + 1)]
+        elif style == "format":
+            marks = ["%s"] * len(columns)
+        else:
+            raise ConfigError(f"unsupported driver parameter style {style!r}")
+        return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(marks)})"
 
     async def list_calls(
         self,
