@@ -54,6 +54,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         port=args.port or settings.port,
         workers=args.workers or settings.workers,
         access_log=settings.access_log,
+        proxy_headers=settings.forwarded_allow_ips is not None,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         log_config=None,
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,

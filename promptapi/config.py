@@ -39,6 +39,7 @@ class Settings:
     record_flush_interval: float = 0.5
     log_level: str = "info"
     access_log: bool = False
+    forwarded_allow_ips: str | None = None
     # OpenAI client conventions, read without the PROMPTAPI_ prefix.
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None

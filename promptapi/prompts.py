@@ -21,6 +21,7 @@ from referencing import Registry
 from referencing.exceptions import NoSuchResource, Unresolvable
 
 from promptapi.errors import DefinitionInvalid, InputInvalid, OutputInvalid, RenderFailed
+from promptapi.fastcheck import compile_check
 from promptapi.samples import sample
 
 NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$"
@@ -364,6 +365,7 @@ class Prompt:
     """A compiled, immutable prompt version, ready to serve."""
 
     __slots__ = (
+        "_fast_check",
         "_input_validator",
         "_output_validator",
         "_templates",
@@ -391,6 +393,7 @@ class Prompt:
         self.examples: list[dict[str, Any]] = definition.get("examples") or []
         self.digest = digest(definition)
         self._input_validator = _validator(self.input_schema)
+        self._fast_check = compile_check(self.input_schema)
         self._output_validator = (
             _validator(self.output_schema) if self.output_schema is not None else None
         )
@@ -399,6 +402,8 @@ class Prompt:
         ]
 
     def validate_input(self, data: Any) -> None:
+        if self._fast_check is not None and self._fast_check(data):
+            return
         try:
             valid = self._input_validator.is_valid(data)
         except RecursionError:

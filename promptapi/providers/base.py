@@ -95,6 +95,9 @@ class StreamDelta:
 
 
 class Provider(Protocol):
+    """A model API. `complete` and `stream` raise PromptAPIError subclasses only, and finish
+    within `config.timeouts.deadline` seconds (DeadlineExceeded otherwise)."""
+
     config: ModelConfig
 
     async def complete(self, request: CompletionRequest) -> Completion: ...

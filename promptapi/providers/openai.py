@@ -40,8 +40,11 @@ class OpenAIProvider:
         if config.api_key:
             self.headers["Authorization"] = f"Bearer {config.api_key}"
         self._session: aiohttp.ClientSession | None = None
+        # total is the call's deadline: a provider trickling one byte a second still hits it.
         self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=config.timeouts.connect, sock_read=config.timeouts.read
+            total=config.timeouts.deadline,
+            connect=config.timeouts.connect,
+            sock_read=config.timeouts.read,
         )
 
     @property
@@ -228,7 +231,9 @@ def _retry_after(value: str | None) -> int | None:
 
 def _transport_error(exc: Exception, alias: str) -> PromptAPIError:
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return DeadlineExceeded(f"The provider for model alias {alias!r} did not answer in time.")
+        return DeadlineExceeded(
+            f"The provider for model alias {alias!r} did not answer within its deadline."
+        )
     if isinstance(exc, aiohttp.ClientConnectorError):
         log.warning("provider unreachable: alias=%s %s", alias, type(exc).__name__)
         return ProviderUnavailable(f"The provider for model alias {alias!r} is unreachable.")

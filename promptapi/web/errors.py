@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import os
+import random
 import re
 from typing import Any
 
@@ -64,7 +64,7 @@ class RequestIdMiddleware:
                     request_id = candidate
                 break
         if request_id is None:
-            request_id = "req_" + os.urandom(8).hex()
+            request_id = f"req_{random.getrandbits(64):016x}"
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
         header = (b"x-request-id", request_id.encode())

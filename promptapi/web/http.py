@@ -47,14 +47,17 @@ async def read_json(request: Request, limit: int) -> Any:
             raise MalformedRequest("The Content-Length header is not a number.") from None
         if length > limit:
             raise PayloadTooLarge(f"The body is {length} bytes; the limit is {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
+    body = b""
+    receive = request.receive
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise MalformedRequest("The client closed the connection before sending the body.")
+        body += message.get("body", b"")
+        if len(body) > limit:
             raise PayloadTooLarge(f"The body is larger than the limit of {limit} bytes.")
-        chunks.append(chunk)
-    body = b"".join(chunks)
+        if not message.get("more_body", False):
+            break
     if not body.strip():
         raise MalformedRequest("The request body is empty; send a JSON value.")
     try:
