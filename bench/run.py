@@ -694,13 +694,25 @@ class Bench:
         return result
 
     def run(self, scenarios: Sequence[Scenario], targets: Sequence[str]) -> list[Result]:
+        """Each scenario's targets run in turn, `--repeat` times over (interleaved, so a noisy
+        moment on the machine hits every target alike); each target reports its median run."""
         self.start_upstream(scenarios)
         results: list[Result] = []
         for scenario in scenarios:
-            for target in RUN_ORDER:
-                if target in targets:
-                    results.append(self.measure(target, scenario))
+            runs: dict[str, list[Result]] = {}
+            for _ in range(self.args.repeat):
+                for target in RUN_ORDER:
+                    if target in targets:
+                        runs.setdefault(target, []).append(self.measure(target, scenario))
+            results.extend(_median(found) for found in runs.values())
         return results
+
+
+def _median(runs: list[Result]) -> Result:
+    failed = [r for r in runs if r.problems]
+    if failed:
+        return failed[0]
+    return sorted(runs, key=lambda r: r.rps or 0.0)[len(runs) // 2]
 
 
 def tail(path: Path, lines: int = 20) -> str:
@@ -770,6 +782,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured wrk run")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per target and scenario, interleaved; the median run is reported",
+    )
     parser.add_argument(
         "--only",
         type=parse_targets,
@@ -846,7 +864,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print()
     print(
-        f"wrk: 1 thread, {args.duration} s per run after a {WARMUP_S} s warm-up; "
+        f"wrk: 1 thread, {args.duration} s per run after a {WARMUP_S} s warm-up, median of {args.repeat}; "
         f"server under test on cpu {args.server_cpu}, wrk + nginx upstream on cpu {args.load_cpu}; "
         f"httpx pool: {args.httpx_pool}"
     )
