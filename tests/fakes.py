@@ -118,7 +118,7 @@ class FakeOpenAI:
             assert request.transport is not None
             request.transport.close()
             return web.Response(status=500)
-        if body.get("stream"):
+        if body.get("stream") and behaviour.status == 200 and behaviour.body is None:
             return await self._stream(request, behaviour)
         if behaviour.body is not None:
             payload = behaviour.body

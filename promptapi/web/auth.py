@@ -8,8 +8,8 @@ from promptapi.errors import Forbidden, Unauthorized
 from promptapi.keys import ADMIN, ANONYMOUS, Caller, KeyCache
 
 
-def bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization")
+def bearer(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header value."""
     if header is None:
         return None
     scheme, _, token = header.partition(" ")
@@ -19,8 +19,8 @@ def bearer(request: Request) -> str | None:
     return token
 
 
-def consumer(request: Request, keys: KeyCache, *, allow_anonymous: bool) -> Caller:
-    token = bearer(request)
+def consumer(authorization: str | None, keys: KeyCache, *, allow_anonymous: bool) -> Caller:
+    token = bearer(authorization)
     if token is None:
         if allow_anonymous:
             return ANONYMOUS
@@ -32,7 +32,7 @@ def consumer(request: Request, keys: KeyCache, *, allow_anonymous: bool) -> Call
 
 
 def admin(request: Request, keys: KeyCache) -> Caller:
-    token = bearer(request)
+    token = bearer(request.headers.get("authorization"))
     if token is None:
         raise Unauthorized("The admin API needs the admin token: `Authorization: Bearer <token>`.")
     if keys.is_admin(token):

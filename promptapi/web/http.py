@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from promptapi.errors import MalformedRequest, PayloadTooLarge, UnsupportedMediaType
 
@@ -34,21 +35,27 @@ def _is_json(content_type: str) -> bool:
 
 async def read_json(request: Request, limit: int) -> Any:
     headers = request.headers
-    if not _is_json(headers.get("content-type", "")):
+    return await read_json_body(
+        request.receive, headers.get("content-type"), headers.get("content-length"), limit
+    )
+
+
+async def read_json_body(
+    receive: Receive, content_type: str | None, content_length: str | None, limit: int
+) -> Any:
+    if not _is_json(content_type or ""):
         raise UnsupportedMediaType(
             "Send the body as JSON with `Content-Type: application/json`"
-            f" (got {headers.get('content-type') or 'no Content-Type'!r:.80})."
+            f" (got {content_type or 'no Content-Type'!r:.80})."
         )
-    declared = headers.get("content-length")
-    if declared is not None:
+    if content_length is not None:
         try:
-            length = int(declared)
+            length = int(content_length)
         except ValueError:
             raise MalformedRequest("The Content-Length header is not a number.") from None
         if length > limit:
             raise PayloadTooLarge(f"The body is {length} bytes; the limit is {limit} bytes.")
     body = b""
-    receive = request.receive
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -85,16 +92,32 @@ def query_int(request: Request, name: str, default: int, *, low: int, high: int)
     return value
 
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+Endpoint = Callable[[Request], Awaitable[Response]] | ASGIApp
+
+
+def raw(endpoint: ASGIApp) -> ASGIApp:
+    """Mark a plain ASGI endpoint for `route`: it gets (scope, receive, send), no Request."""
+    endpoint.promptapi_asgi = True  # type: ignore[attr-defined]
+    return endpoint
+
+
+class _Dispatch:
+    def __init__(self, table: dict[str, ASGIApp]) -> None:
+        self.table = table
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.table[scope["method"]](scope, receive, send)
 
 
 def route(path: str, **handlers: Endpoint) -> Route:
-    """One route per path with a handler per method, so a 405 lists every allowed method."""
-    table = {method.upper(): handler for method, handler in handlers.items()}
+    """One route per path with a handler per method, so a 405 lists every allowed method.
+    Handlers take a Request, or are plain ASGI endpoints marked with `raw`."""
+    table: dict[str, ASGIApp] = {
+        method.upper(): handler
+        if getattr(handler, "promptapi_asgi", False)
+        else request_response(handler)  # type: ignore[arg-type]
+        for method, handler in handlers.items()
+    }
     if "GET" in table:
         table["HEAD"] = table["GET"]
-
-    async def dispatch(request: Request) -> Response:
-        return await table[request.method](request)
-
-    return Route(path, dispatch, methods=list(table))
+    return Route(path, _Dispatch(table), methods=list(table))
