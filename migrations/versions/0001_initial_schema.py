@@ -49,7 +49,6 @@ def upgrade() -> None:
         sa.Column("mock", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_call_records")),
     )
-    op.create_index(op.f("ix_call_records_created_at"), "call_records", ["created_at"])
     op.create_index(
         op.f("ix_call_records_key_id_created_at"), "call_records", ["key_id", "created_at"]
     )
@@ -107,7 +106,6 @@ def downgrade() -> None:
     op.drop_table("meta")
     op.drop_index(op.f("ix_call_records_prompt_name_created_at"), table_name="call_records")
     op.drop_index(op.f("ix_call_records_key_id_created_at"), table_name="call_records")
-    op.drop_index(op.f("ix_call_records_created_at"), table_name="call_records")
 
     op.drop_table("call_records")
     op.drop_table("api_keys")
