@@ -34,7 +34,7 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     auto_migrate: bool = True
     sync_on_start: bool = True
-    refresh_interval: float = 2.0
+    refresh_interval: float = 1.0
     record_batch_size: int = 500
     record_flush_interval: float = 0.5
     log_level: str = "info"

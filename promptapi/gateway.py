@@ -22,6 +22,7 @@ from promptapi.errors import (
     ConfigError,
     Conflict,
     DefinitionInvalid,
+    NotFound,
     PromptAPIError,
     ProviderUnavailable,
 )
@@ -35,6 +36,7 @@ from promptapi.usage import Recorder
 log = logging.getLogger("promptapi")
 
 ADMIN_TOKEN_META = "admin_token_hash"
+MISS_REFRESH_INTERVAL = 0.1
 
 
 @dataclass(slots=True)
@@ -78,6 +80,7 @@ class Gateway:
         # A refresh must not interleave with this process's own key writes: it could put back a
         # key revoked a moment ago, or drop one just created.
         self._state_lock = asyncio.Lock()
+        self._last_miss_refresh = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -156,6 +159,35 @@ class Gateway:
                     self.keys.set_admin_hash(stored)
             return True
 
+    async def refresh_on_miss(self) -> bool:
+        """An unknown key or prompt may have been created a moment ago by another process:
+        catch up now rather than at the next refresh. At most once per MISS_REFRESH_INTERVAL, so
+        a flood of bad keys costs the database at most a few cheap queries a second."""
+        now_ = time.monotonic()
+        if now_ - self._last_miss_refresh < MISS_REFRESH_INTERVAL:
+            return False
+        self._last_miss_refresh = now_
+        try:
+            return await self.refresh()
+        except Exception:
+            log.exception("refreshing from the database failed; serving what is in memory")
+            return False
+
+    async def caller(self, token: str) -> Caller | None:
+        """The consumer (or admin) a bearer token belongs to, or None."""
+        found = self.keys.check(token)
+        if found is None and await self.refresh_on_miss():
+            found = self.keys.check(token)
+        return found
+
+    async def _resolve(self, name: str, version: int | None) -> Prompt:
+        try:
+            return self.registry.resolve(name, version)
+        except NotFound:
+            if not await self.refresh_on_miss():
+                raise
+        return self.registry.resolve(name, version)
+
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.refresh_interval)
@@ -193,7 +225,7 @@ class Gateway:
             "mock": False,
         }
         try:
-            prompt = self.registry.resolve(name, version)
+            prompt = await self._resolve(name, version)
             record["prompt_version"] = prompt.version
             record["model_alias"] = prompt.model
             prompt.validate_input(data)

@@ -177,3 +177,22 @@ def test_two_servers_on_one_database_share_prompts_and_keys(make_server, fake):
         time.sleep(0.5)
         assert client.post("/v1/prompts/echo", json={"text": "y"}).status_code == 401
     on_b.close()
+
+
+def test_new_keys_and_prompts_work_at_once_on_another_server(make_server, fake):
+    # Refreshes are an hour apart here: only the refresh-on-miss path can make this pass.
+    a = make_server(refresh_interval=3600)
+    b = make_server(refresh_interval=3600)
+    created = a.admin.post("/admin/v1/keys", json={"name": "made-on-a"})
+    assert created.status_code == 201
+    assert a.admin.post("/admin/v1/prompts", json=ECHO).status_code == 201
+    time.sleep(0.15)  # past the miss-refresh rate limit that a.consumer()/b startup may have used
+    with httpx.Client(
+        base_url=b.url, headers={"Authorization": f"Bearer {created.json()['key']}"}
+    ) as client:
+        answer = client.post("/v1/prompts/echo", json={"text": "now"})
+    assert answer.status_code == 200, answer.text
+    # An unknown key is still refused, however often it is tried.
+    with httpx.Client(base_url=b.url, headers={"Authorization": "Bearer pk_nope"}) as client:
+        for _ in range(5):
+            assert client.post("/v1/prompts/echo", json={"text": "x"}).status_code == 401

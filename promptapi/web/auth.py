@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from promptapi.errors import Forbidden, Unauthorized
+from promptapi.gateway import Gateway
 from promptapi.keys import ADMIN, ANONYMOUS, Caller, KeyCache
 
 
@@ -19,13 +20,13 @@ def bearer(header: str | None) -> str | None:
     return token
 
 
-def consumer(authorization: str | None, keys: KeyCache, *, allow_anonymous: bool) -> Caller:
+async def consumer(authorization: str | None, gateway: Gateway) -> Caller:
     token = bearer(authorization)
     if token is None:
-        if allow_anonymous:
+        if gateway.settings.allow_anonymous:
             return ANONYMOUS
         raise Unauthorized("This endpoint needs an API key: `Authorization: Bearer <key>`.")
-    caller = keys.check(token)
+    caller = await gateway.caller(token)
     if caller is None:
         raise Unauthorized("The API key is not valid or has been revoked.")
     return caller

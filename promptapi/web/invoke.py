@@ -26,7 +26,7 @@ async def invoke(scope: Scope, receive: Receive, send: Send) -> None:
         elif name == b"content-length":
             content_length = value.decode("latin-1")
     settings = gateway.settings
-    caller = auth.consumer(authorization, gateway.keys, allow_anonymous=settings.allow_anonymous)
+    caller = await auth.consumer(authorization, gateway)
     data = await read_json_body(receive, content_type, content_length, settings.max_body_bytes)
     params = scope["path_params"]
     envelope = await gateway.invoke(
@@ -39,24 +39,20 @@ async def invoke(scope: Scope, receive: Receive, send: Send) -> None:
     await JSON(envelope)(scope, receive, send)
 
 
-def _consumer(request: Request, gateway: Gateway) -> None:
-    auth.consumer(
-        request.headers.get("authorization"),
-        gateway.keys,
-        allow_anonymous=gateway.settings.allow_anonymous,
-    )
+async def _consumer(request: Request, gateway: Gateway) -> None:
+    await auth.consumer(request.headers.get("authorization"), gateway)
 
 
 async def list_prompts(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    _consumer(request, gateway)
+    await _consumer(request, gateway)
     registry = gateway.registry
     return JSON({"prompts": [views.summary(registry, name) for name in registry.names()]})
 
 
 async def describe_prompt(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    _consumer(request, gateway)
+    await _consumer(request, gateway)
     return JSON(views.detail(gateway.registry, request.path_params["name"]))
 
 
