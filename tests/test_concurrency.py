@@ -4,8 +4,6 @@ one prompt, and two servers sharing one database."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,28 +12,10 @@ import httpx
 import pytest
 
 from tests.conftest import ECHO, Server
+from tests.helpers import query
 
 CALLS = 200
 WRITERS = 20
-
-
-def query(database_url: str, sql: str) -> list[tuple[Any, ...]]:
-    """Run one read query straight against the database, bypassing promptapi."""
-    if database_url.startswith("sqlite:///"):
-        path = database_url.removeprefix("sqlite:///")
-        with contextlib.closing(sqlite3.connect(path)) as conn:
-            return [tuple(row) for row in conn.execute(sql).fetchall()]
-
-    import asyncpg
-
-    async def run() -> list[tuple[Any, ...]]:
-        conn = await asyncpg.connect(database_url, timeout=5)
-        try:
-            return [tuple(row) for row in await conn.fetch(sql)]
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
 
 
 def eventually(check: Callable[[], bool], timeout: float = 3.0, what: str = "condition") -> None:

@@ -3,12 +3,9 @@ restarts, and the `keys` / `admin-token` commands against a running server on th
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import re
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -22,6 +19,7 @@ import pytest
 
 from promptapi.config import Settings
 from tests.conftest import ADMIN_TOKEN, ECHO, Server
+from tests.helpers import query
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = {"prompts", "prompt_versions", "api_keys", "call_records", "meta", "revision"}
@@ -54,25 +52,6 @@ def revision_of(result: subprocess.CompletedProcess[str]) -> tuple[str, str]:
     found = REVISION_LINE.search(result.stdout)
     assert found, result.stdout
     return found.group(1), found.group(2)
-
-
-def query(database_url: str, sql: str) -> list[tuple[Any, ...]]:
-    """Run one read query straight against the database, bypassing promptapi."""
-    if database_url.startswith("sqlite:///"):
-        path = database_url.removeprefix("sqlite:///")
-        with contextlib.closing(sqlite3.connect(path)) as conn:
-            return [tuple(row) for row in conn.execute(sql).fetchall()]
-
-    import asyncpg
-
-    async def run() -> list[tuple[Any, ...]]:
-        conn = await asyncpg.connect(database_url, timeout=5)
-        try:
-            return [tuple(row) for row in await conn.fetch(sql)]
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
 
 
 def tables(database_url: str) -> set[str]:

@@ -1,0 +1,65 @@
+"""Assertions and queries shared by the test modules."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from typing import Any
+
+import httpx
+
+from tests.conftest import UPSTREAM_KEY
+
+PROBLEM_JSON = "application/problem+json"
+SECRETS = (UPSTREAM_KEY, "sk-secret-in-upstream-message")
+
+
+def settle(response: httpx.Response) -> None:
+    """After a 500, let the server thread finish logging its traceback before the test fails:
+    on CPython 3.11 two threads formatting tracebacks at once can crash pytest with
+    "SystemError: AST constructor recursion depth mismatch" (CPython gh-106905)."""
+    if response.status_code == 500:
+        time.sleep(0.3)
+
+
+def assert_problem(response: httpx.Response, status: int, code: str | None = None) -> dict:
+    """An RFC 9457 problem with this status (and code), its request id matching the header,
+    and never a secret in it."""
+    settle(response)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].split(";")[0].strip() == PROBLEM_JSON
+    body = response.json()
+    assert body["status"] == status
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert body["title"]
+    if code is not None:
+        assert body["code"] == code, body
+        assert body["type"] == f"/problems/{code}"
+    for secret in SECRETS:
+        assert secret not in response.text
+    return body
+
+
+def error_paths(body: dict) -> set[str]:
+    return {error["path"] for error in body["errors"]}
+
+
+def query(database_url: str, sql: str) -> list[tuple[Any, ...]]:
+    """Run one read query straight against the database, bypassing promptapi."""
+    if database_url.startswith("sqlite:///"):
+        path = database_url.removeprefix("sqlite:///")
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            return [tuple(row) for row in conn.execute(sql).fetchall()]
+
+    import asyncpg
+
+    async def run() -> list[tuple[Any, ...]]:
+        conn = await asyncpg.connect(database_url, timeout=5)
+        try:
+            return [tuple(row) for row in await conn.fetch(sql)]
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
