@@ -16,7 +16,7 @@ import jinja2
 import orjson
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, ValidationError
+from jsonschema.exceptions import SchemaError
 from referencing import Registry
 from referencing.exceptions import NoSuchResource, Unresolvable
 
@@ -443,18 +443,12 @@ class Prompt:
         return value
 
 
-def check_output(schema: dict[str, Any], value: Any) -> list[dict[str, str]]:
-    return schema_errors(_validator(schema), value)
-
-
 __all__ = [
     "FIELDS",
     "NAME_PATTERN",
     "Prompt",
-    "ValidationError",
     "canonical_json",
     "check_definition",
-    "check_output",
     "digest",
     "pointer",
 ]

@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -31,7 +32,6 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
-    func,
     insert,
     select,
     update,
@@ -483,7 +483,7 @@ class Store:
         async with self.transaction() as conn:
             await conn.execute(insert(api_keys).values(**values))
             await self._bump(conn)
-        return self._key_dict(_Row(values))
+        return self._key_dict(SimpleNamespace(**values))
 
     async def list_keys(self) -> list[dict[str, Any]]:
         async with self.transaction() as conn:
@@ -627,12 +627,3 @@ class Store:
                 {**{str(k): v for k, v in r._mapping.items()}, "created_at": iso(r.created_at)}
                 for r in rows
             ]
-
-    async def count_calls(self) -> int:
-        async with self.transaction() as conn:
-            return int(await conn.scalar(select(func.count()).select_from(call_records)) or 0)
-
-
-class _Row:
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.__dict__.update(values)
