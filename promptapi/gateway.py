@@ -291,12 +291,19 @@ class Gateway:
 
     # -- admin operations -----------------------------------------------------------------
 
-    async def register(self, raw: Any, *, created_by: str | None) -> tuple[Version, bool]:
-        definition = check_definition(raw, models=self.providers.models)
+    async def _store(
+        self, definition: dict[str, Any], created_by: str | None
+    ) -> tuple[dict[str, Any], bool]:
+        """Store a checked definition (a no-op when identical to what is stored); the digest
+        covers the content, not the version number."""
         content = {k: v for k, v in definition.items() if k != "version"}
-        row, created = await self.store.create_version(
+        return await self.store.create_version(
             definition, digest(content), created_by=created_by, state="published"
         )
+
+    async def register(self, raw: Any, *, created_by: str | None) -> tuple[Version, bool]:
+        definition = check_definition(raw, models=self.providers.models)
+        row, created = await self._store(definition, created_by)
         version = self.registry.add(row) if created else None
         if version is None:
             version = next(
@@ -315,10 +322,7 @@ class Gateway:
                 definition = check_definition(
                     found.data, models=self.providers.models, require_version=True
                 )
-                content = {k: v for k, v in definition.items() if k != "version"}
-                row, created = await self.store.create_version(
-                    definition, digest(content), created_by=created_by, state="published"
-                )
+                row, created = await self._store(definition, created_by)
             except Conflict:
                 report.errors.append(
                     {

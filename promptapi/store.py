@@ -547,24 +547,19 @@ class Store:
         data, write the rows one by one and return the ones it refuses; errors of the database
         itself (unreachable, locked) are raised so the caller keeps the rows and retries."""
         batch = list(rows)
-        if not batch:
+        if not batch or await self._insert_calls_or_refuse(batch):
             return []
+        return [row for row in batch if not await self._insert_calls_or_refuse([row])]
+
+    async def _insert_calls_or_refuse(self, batch: list[dict[str, Any]]) -> bool:
+        """False when the database refuses the rows for their data; its own failures raise."""
         try:
             await self._insert_calls(batch)
-            return []
         except (OperationalError, InterfaceError, OSError):
             raise
         except (DBAPIError, StatementError):
-            pass
-        rejected: list[dict[str, Any]] = []
-        for row in batch:
-            try:
-                await self._insert_calls([row])
-            except (OperationalError, InterfaceError, OSError):
-                raise
-            except (DBAPIError, StatementError):
-                rejected.append(row)
-        return rejected
+            return False
+        return True
 
     _call_columns = tuple(c.name for c in call_records.columns)
 

@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import sqlite3
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import UPSTREAM_KEY
 
@@ -63,3 +65,11 @@ def query(database_url: str, sql: str) -> list[tuple[Any, ...]]:
             await conn.close()
 
     return asyncio.run(run())
+
+
+def eventually(check: Callable[[], bool], timeout: float = 3.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not hold within {timeout} s")
+        time.sleep(0.05)

@@ -5,25 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.conftest import ECHO, Server
-from tests.helpers import query
+from tests.helpers import eventually, query
 
 CALLS = 200
 WRITERS = 20
-
-
-def eventually(check: Callable[[], bool], timeout: float = 3.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not hold within {timeout} s")
-        time.sleep(0.05)
 
 
 def new_key(server: Server, name: str = "k") -> dict[str, Any]:

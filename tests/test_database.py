@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 
 from promptapi.config import Settings
 from tests.conftest import ADMIN_TOKEN, ECHO, Server
-from tests.helpers import query
+from tests.helpers import eventually, query
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = {"prompts", "prompt_versions", "api_keys", "call_records", "meta", "revision"}
@@ -65,12 +64,18 @@ def tables(database_url: str) -> set[str]:
     return {row[0] for row in rows}
 
 
-def eventually(check: Callable[[], bool], timeout: float = 3.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not hold within {timeout} s")
-        time.sleep(0.05)
+def assert_no_drift(database_url: str) -> None:
+    """`alembic check` finds nothing to migrate between the models and the database."""
+    check = subprocess.run(
+        [sys.executable, "-m", "alembic", "check"],
+        env=clean_env(database_url),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "No new upgrade operations detected" in check.stdout + check.stderr
 
 
 def bearer(server: Server, token: str) -> httpx.Client:
@@ -103,16 +108,7 @@ def test_db_upgrade_current_downgrade_and_upgrade_again(make_server, database_ur
         head,
     )
 
-    check = subprocess.run(
-        [sys.executable, "-m", "alembic", "check"],
-        env=clean_env(database_url),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
-    assert "No new upgrade operations detected" in check.stdout + check.stderr
+    assert_no_drift(database_url)
 
     down = run_cli("db", "downgrade", "base", database_url=database_url, cwd=tmp_path)
     assert revision_of(down) == ("none", head)
@@ -125,15 +121,7 @@ def test_db_upgrade_current_downgrade_and_upgrade_again(make_server, database_ur
     again = run_cli("db", "upgrade", "head", database_url=database_url, cwd=tmp_path)
     assert revision_of(again) == (head, head)
     assert tables(database_url) >= TABLES
-    check = subprocess.run(
-        [sys.executable, "-m", "alembic", "check"],
-        env=clean_env(database_url),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
+    assert_no_drift(database_url)
 
     # The re-created schema is complete: a server that may not migrate starts and works on it.
     server = make_server(auto_migrate=False)
