@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from promptapi.errors import ConfigError, ProviderUnavailable
+from promptapi.providers.anthropic import AnthropicProvider
 from promptapi.providers.base import (
     Completion,
     CompletionRequest,
@@ -19,14 +20,23 @@ from promptapi.providers.base import (
     StreamDelta,
     Timeouts,
 )
+from promptapi.providers.gemini import GeminiProvider
 from promptapi.providers.mock import MockProvider
-from promptapi.providers.openai import OpenAIProvider
+from promptapi.providers.openai import AzureOpenAIProvider, OpenAIProvider
 
 log = logging.getLogger("promptapi.providers")
 
 ADAPTERS: dict[str, Callable[[ModelConfig], Provider]] = {
     "openai": OpenAIProvider,
     "mock": MockProvider,
+    "anthropic": AnthropicProvider,
+    "gemini": GeminiProvider,
+    "azure": AzureOpenAIProvider,
+}
+# Alias keys only some providers take.
+_PROVIDER_KEYS = {
+    "deployment": ("azure",),
+    "api_version": ("azure", "anthropic", "gemini"),
 }
 _ALIAS_KEYS = {
     "provider",
@@ -38,6 +48,8 @@ _ALIAS_KEYS = {
     "prices",
     "structured_output",
     "headers",
+    "deployment",
+    "api_version",
 }
 
 
@@ -89,6 +101,14 @@ def _model_config(alias: str, spec: Any, env: Mapping[str, str], source: Path) -
     provider = spec.get("provider")
     if provider not in ADAPTERS:
         raise ConfigError(f"{where}.provider: must be one of {sorted(ADAPTERS)}, got {provider!r}")
+    for key, providers in _PROVIDER_KEYS.items():
+        if key in spec and provider not in providers:
+            raise ConfigError(f"{where}.{key}: only for provider {' or '.join(providers)}")
+    if provider == "azure" and not spec.get("base_url"):
+        raise ConfigError(
+            f"{where}.base_url: azure needs the resource endpoint, "
+            "e.g. https://NAME.openai.azure.com"
+        )
     if "api_key" in spec:
         raise ConfigError(f"{where}: put the key in an env var and name it in api_key_env")
     key_env = spec.get("api_key_env")
@@ -118,6 +138,8 @@ def _model_config(alias: str, spec: Any, env: Mapping[str, str], source: Path) -
             price_output_per_mtok=_price(prices.get("output")),
             structured_output=structured,
             headers={str(k): str(v) for k, v in (spec.get("headers") or {}).items()},
+            deployment=_optional_str(spec.get("deployment")),
+            api_version=_optional_str(spec.get("api_version")),
         )
     except (TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
@@ -125,6 +147,10 @@ def _model_config(alias: str, spec: Any, env: Mapping[str, str], source: Path) -
 
 def _price(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 class Providers:

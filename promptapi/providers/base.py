@@ -30,6 +30,8 @@ class ModelConfig:
     price_output_per_mtok: float | None = None
     structured_output: str = "json_schema"  # json_schema | json_object | none
     headers: dict[str, str] = field(default_factory=dict)
+    deployment: str | None = None  # azure: the deployment name (defaults to model)
+    api_version: str | None = None  # azure api-version, anthropic-version, gemini v1beta/v1
 
     def cost(self, input_tokens: int, output_tokens: int) -> float | None:
         if self.price_input_per_mtok is None or self.price_output_per_mtok is None:
@@ -60,6 +62,8 @@ class ModelConfig:
                 "output": self.price_output_per_mtok,
             },
             "structured_output": self.structured_output,
+            "deployment": self.deployment,
+            "api_version": self.api_version,
         }
 
 

@@ -1,67 +1,41 @@
-"""OpenAI chat completions, and every server that speaks it (vLLM, Ollama, llama.cpp, ...).
-
-The HTTP client is aiohttp: measured on this workload it sustains several times the request
-rate of httpx's default transport and does not collapse at hundreds of open connections
-(see bench/ and the README). It stays behind this seam.
-"""
+"""OpenAI chat completions, every server that speaks it (vLLM, Ollama, llama.cpp, ...), and
+Azure OpenAI (the same bodies at a deployment URL)."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import re
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
-import aiohttp
 import orjson
 
-from promptapi.errors import (
-    DeadlineExceeded,
-    PromptAPIError,
-    ProviderUnavailable,
-    UpstreamAuthError,
-    UpstreamError,
-)
+from promptapi.errors import PromptAPIError, UpstreamError
 from promptapi.providers.base import Completion, CompletionRequest, ModelConfig, StreamDelta
+from promptapi.providers.http import HTTPClient, malformed
 
-log = logging.getLogger("promptapi.providers")
-
-MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 _SCHEMA_NAME = re.compile(r"[^a-zA-Z0-9_-]")
+AZURE_API_VERSION = "2024-10-21"
 
 
 class OpenAIProvider:
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
-        base = (config.base_url or "https://api.openai.com/v1").rstrip("/")
-        self.url = f"{base}/chat/completions"
+        self.url = self.endpoint()
         self.headers = {"Content-Type": "application/json", **config.headers}
-        if config.api_key:
-            self.headers["Authorization"] = f"Bearer {config.api_key}"
-        self._session: aiohttp.ClientSession | None = None
-        # total is the call's deadline: a provider trickling one byte a second still hits it.
-        self._timeout = aiohttp.ClientTimeout(
-            total=config.timeouts.deadline,
-            connect=config.timeouts.connect,
-            sock_read=config.timeouts.read,
-        )
+        self.headers.update(self.auth_headers())
+        self.http = HTTPClient(config)
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self._timeout,
-                json_serialize=lambda v: orjson.dumps(v).decode(),
-                skip_auto_headers=("User-Agent",),
-            )
-        return self._session
+    def endpoint(self) -> str:
+        base = (self.config.base_url or "https://api.openai.com/v1").rstrip("/")
+        return f"{base}/chat/completions"
+
+    def auth_headers(self) -> dict[str, str]:
+        key = self.config.api_key
+        return {"Authorization": f"Bearer {key}"} if key else {}
 
     async def aclose(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
+        await self.http.aclose()
 
     def body(self, request: CompletionRequest, *, stream: bool = False) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.config.model, "messages": request.messages}
@@ -86,16 +60,7 @@ class OpenAIProvider:
         return body
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        payload = orjson.dumps(self.body(request))
-        try:
-            async with self.session.post(self.url, data=payload, headers=self.headers) as resp:
-                if resp.status != 200:
-                    await self._raise_for_status(resp)
-                raw = await _read_limited(resp)
-        except PromptAPIError:
-            raise
-        except Exception as exc:
-            raise _transport_error(exc, self.config.alias) from None
+        raw = await self.http.post(self.url, orjson.dumps(self.body(request)), self.headers)
         return self.parse(raw)
 
     def parse(self, raw: bytes) -> Completion:
@@ -127,30 +92,16 @@ class OpenAIProvider:
             AttributeError,
             ValueError,
         ):
-            raise UpstreamError(
-                f"The provider for model alias {self.config.alias!r} sent an answer that is not a "
-                "chat completion."
-            ) from None
+            raise malformed(self.config.alias, "an answer that is not a chat completion") from None
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamDelta]:
         payload = orjson.dumps(self.body(request, stream=True))
-        try:
-            async with self.session.post(self.url, data=payload, headers=self.headers) as resp:
-                if resp.status != 200:
-                    await self._raise_for_status(resp)
-                async for line in resp.content:
-                    if not line.startswith(b"data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
-                        return
-                    delta = self._parse_chunk(data)
-                    if delta is not None:
-                        yield delta
-        except PromptAPIError:
-            raise
-        except Exception as exc:
-            raise _transport_error(exc, self.config.alias) from None
+        async for event in self.http.events(self.url, payload, self.headers):
+            if event.data == b"[DONE]":
+                return
+            delta = self._parse_chunk(event.data)
+            if delta is not None:
+                yield delta
 
     def _parse_chunk(self, data: bytes) -> StreamDelta | None:
         try:
@@ -166,80 +117,22 @@ class OpenAIProvider:
                 delta.output_tokens = int(usage.get("completion_tokens") or 0)
             return delta
         except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
-            raise UpstreamError(
-                f"The provider for model alias {self.config.alias!r} sent a malformed stream chunk."
-            ) from None
-
-    async def _raise_for_status(self, resp: aiohttp.ClientResponse) -> None:
-        status = resp.status
-        detail = _error_summary(await _read_limited(resp, 64 * 1024, strict=False))
-        alias = self.config.alias
-        log.warning("provider error: alias=%s status=%s %s", alias, status, detail)
-        if status in (401, 403):
-            raise UpstreamAuthError(
-                f"The provider for model alias {alias!r} refused the configured credential "
-                f"(HTTP {status})."
-            )
-        if status == 429:
-            retry_after = _retry_after(resp.headers.get("Retry-After"))
-            raise ProviderUnavailable(
-                f"The provider for model alias {alias!r} is rate-limiting us (HTTP 429).",
-                headers={"Retry-After": str(retry_after)} if retry_after is not None else None,
-            )
-        if status >= 500:
-            raise UpstreamError(f"The provider for model alias {alias!r} failed (HTTP {status}).")
-        raise UpstreamError(
-            f"The provider for model alias {alias!r} refused the request (HTTP {status})."
-        )
+            raise malformed(self.config.alias, "a malformed stream chunk") from None
 
 
-async def _read_limited(
-    resp: aiohttp.ClientResponse, limit: int = MAX_RESPONSE_BYTES, *, strict: bool = True
-) -> bytes:
-    length = resp.content_length
-    if length is not None and length > limit and strict:
-        raise UpstreamError("The provider's answer is too large.")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            if strict:
-                raise UpstreamError("The provider's answer is too large.")
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
+class AzureOpenAIProvider(OpenAIProvider):
+    """Azure OpenAI: `base_url` is the resource endpoint (https://NAME.openai.azure.com), the
+    deployment names the model, `api-version` is a query parameter and the key goes in
+    `api-key`."""
 
+    def endpoint(self) -> str:
+        if not self.config.base_url:
+            raise ValueError("azure needs base_url: the resource endpoint")
+        base = self.config.base_url.rstrip("/")
+        deployment = quote(self.config.deployment or self.config.model, safe="")
+        version = quote(self.config.api_version or AZURE_API_VERSION, safe="")
+        return f"{base}/openai/deployments/{deployment}/chat/completions?api-version={version}"
 
-def _error_summary(raw: bytes) -> str:
-    """The provider's error type and code, for the log. Never the message: it may echo a key."""
-    try:
-        error = orjson.loads(raw).get("error") or {}
-        return f"type={error.get('type')!s:.64} code={error.get('code')!s:.64}"
-    except Exception:
-        return "type=unknown"
-
-
-def _retry_after(value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return max(0, min(3600, int(float(value))))
-    except ValueError:
-        return None
-
-
-def _transport_error(exc: Exception, alias: str) -> PromptAPIError:
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return DeadlineExceeded(
-            f"The provider for model alias {alias!r} did not answer within its deadline."
-        )
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        log.warning("provider unreachable: alias=%s %s", alias, type(exc).__name__)
-        return ProviderUnavailable(f"The provider for model alias {alias!r} is unreachable.")
-    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
-        return UpstreamError(f"The provider for model alias {alias!r} closed the connection early.")
-    log.warning("provider transport error: alias=%s %s", alias, type(exc).__name__)
-    return UpstreamError(
-        f"The provider for model alias {alias!r} could not be reached ({type(exc).__name__})."
-    )
+    def auth_headers(self) -> dict[str, str]:
+        key = self.config.api_key
+        return {"api-key": key} if key else {}
