@@ -18,6 +18,7 @@ import uvicorn
 
 from promptapi.app import create_app
 from promptapi.config import Settings
+from tests.fake_providers import FakeAnthropic, FakeGemini
 from tests.fakes import FakeOpenAI
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
@@ -122,6 +123,38 @@ def fake(upstream: FakeOpenAI) -> Iterator[FakeOpenAI]:
     upstream.reset()
     yield upstream
     assert not upstream.violations, f"OpenAI contract violations: {upstream.violations}"
+
+
+@pytest.fixture(scope="session")
+def anthropic_upstream() -> Iterator[FakeAnthropic]:
+    fake = FakeAnthropic().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def anthropic(anthropic_upstream: FakeAnthropic) -> Iterator[FakeAnthropic]:
+    anthropic_upstream.reset()
+    yield anthropic_upstream
+    assert not anthropic_upstream.violations, (
+        f"Anthropic contract violations: {anthropic_upstream.violations}"
+    )
+
+
+@pytest.fixture(scope="session")
+def gemini_upstream() -> Iterator[FakeGemini]:
+    fake = FakeGemini().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def gemini(gemini_upstream: FakeGemini) -> Iterator[FakeGemini]:
+    gemini_upstream.reset()
+    yield gemini_upstream
+    assert not gemini_upstream.violations, (
+        f"Gemini contract violations: {gemini_upstream.violations}"
+    )
 
 
 class Server:

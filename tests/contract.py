@@ -72,3 +72,24 @@ def problems(schema_name: str, instance: Any) -> list[str]:
 
 
 REQUIRED = os.environ.get("CI", "").lower() in ("1", "true")
+
+
+CONTRACTS_DIR = Path(__file__).resolve().parent / "contracts"
+
+
+@cache
+def provider_validator(contract: str, definition: str) -> Draft202012Validator:
+    """A definition from a provider contract written from its official docs (tests/contracts)."""
+    document = json.loads((CONTRACTS_DIR / f"{contract}.json").read_text(encoding="utf-8"))
+    resource = Resource.from_contents(document, default_specification=DRAFT202012)
+    uri = document["$id"]
+    registry = Registry().with_resource(uri, resource)
+    return Draft202012Validator({"$ref": f"{uri}#/$defs/{definition}"}, registry=registry)
+
+
+def provider_problems(contract: str, definition: str, instance: Any) -> list[str]:
+    checker = provider_validator(contract, definition)
+    return [
+        f"{definition} /{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in checker.iter_errors(instance)
+    ]

@@ -76,6 +76,15 @@ def chunk(
     return body
 
 
+async def write_split(response: web.StreamResponse, wire: bytes) -> web.StreamResponse:
+    """Write in small pieces so multi-byte characters and lines are split across reads."""
+    for start in range(0, len(wire), 7):
+        await response.write(wire[start : start + 7])
+        await asyncio.sleep(0)
+    await response.write_eof()
+    return response
+
+
 class FakeOpenAI:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
@@ -107,7 +116,14 @@ class FakeOpenAI:
             body = json.loads(raw)
         except ValueError:
             body = {"_unparseable": raw.decode(errors="replace")}
-        self.requests.append({"body": body, "headers": dict(request.headers)})
+        self.requests.append(
+            {
+                "body": body,
+                "headers": dict(request.headers),
+                "path": request.path,
+                "query": dict(request.query),
+            }
+        )
         self.violations.extend(
             f"request {v}" for v in contract.problems("CreateChatCompletionRequest", body)
         )
@@ -141,6 +157,12 @@ class FakeOpenAI:
                 f"response {v}" for v in contract.problems("CreateChatCompletionResponse", answer)
             )
             payload = json.dumps(answer).encode()
+        return await self.send(request, behaviour, payload)
+
+    async def send(
+        self, request: web.Request, behaviour: Behaviour, payload: bytes
+    ) -> web.StreamResponse:
+        """A JSON body with the behaviour's status and headers, at once or trickled."""
         if behaviour.trickle is None:
             return web.Response(
                 body=payload,
@@ -179,12 +201,11 @@ class FakeOpenAI:
             )
             wire += b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n"
         wire += b"data: [DONE]\n\n"
-        # Write in small pieces so multi-byte characters and lines are split across reads.
-        for start in range(0, len(wire), 7):
-            await response.write(wire[start : start + 7])
-            await asyncio.sleep(0)
-        await response.write_eof()
-        return response
+        return await write_split(response, wire)
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._handle)
 
     def start(self) -> FakeOpenAI:
         ready = threading.Event()
@@ -193,7 +214,7 @@ class FakeOpenAI:
             self._loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self._loop)
             app = web.Application(client_max_size=64 * 1024 * 1024)
-            app.router.add_post("/v1/chat/completions", self._handle)
+            self.add_routes(app)
             self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
             self._loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, "127.0.0.1", 0)

@@ -219,9 +219,12 @@ class HTTPClient:
 
 
 async def read_limited(
-    resp: aiohttp.ClientResponse, limit: int = MAX_RESPONSE_BYTES, *, strict: bool = True
+    resp: aiohttp.ClientResponse, limit: int | None = None, *, strict: bool = True
 ) -> bytes:
-    """The body, at most `limit` bytes: past it, an error (strict) or the first `limit`."""
+    """The body, at most `limit` (default MAX_RESPONSE_BYTES) bytes: past it, an error
+    (strict) or the first `limit`."""
+    if limit is None:
+        limit = MAX_RESPONSE_BYTES
     length = resp.content_length
     if length is not None and length > limit and strict:
         raise UpstreamError("The provider's answer is too large.")

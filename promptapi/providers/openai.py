@@ -96,14 +96,18 @@ class OpenAIProvider:
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamDelta]:
         payload = orjson.dumps(self.body(request, stream=True))
+        finished = False
         async for event in self.http.events(self.url, payload, self.headers):
             if event.data == b"[DONE]":
                 return
             delta = self._parse_chunk(event.data)
-            if delta is not None:
-                yield delta
+            finished = finished or delta.finish_reason is not None
+            yield delta
+        # Some compatible servers omit [DONE]; a stream that never finished was cut.
+        if not finished:
+            raise malformed(self.config.alias, "a stream that ended before it finished")
 
-    def _parse_chunk(self, data: bytes) -> StreamDelta | None:
+    def _parse_chunk(self, data: bytes) -> StreamDelta:
         try:
             chunk = orjson.loads(data)
             delta = StreamDelta(model=chunk.get("model"))
