@@ -579,3 +579,34 @@ def test_contracts_catch_what_the_providers_would_refuse():
     config = {"responseMimeType": "application/json", "responseJsonSchema": schema}
     assert gemini({**good, "generationConfig": config})
     assert provider_problems("gemini-generate-content", "RequestQuery", {"key": "k"})
+
+
+# -- the SSE reader -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 7, 1000])
+def test_sse_events_survive_any_split(step):
+    from promptapi.providers.http import SSEEvent, SSEParser
+
+    wire = (
+        ": keep-alive\r\n"
+        "event: content_block_delta\r\n"
+        'data: {"text": "Köln 🌍"}\r\n'
+        "\r\n"
+        "data: first line\n"
+        "data:second line\n"
+        "\n"
+        "event: ping\n"
+        "\n"
+        "data: 日本語 without a final blank line"
+    ).encode()
+    parser = SSEParser()
+    events: list[SSEEvent] = []
+    for start in range(0, len(wire), step):
+        events += parser.feed(wire[start : start + step])
+    events += parser.close()
+    assert events == [
+        SSEEvent("content_block_delta", '{"text": "Köln 🌍"}'.encode()),
+        SSEEvent("message", b"first line\nsecond line"),
+        SSEEvent("message", "日本語 without a final blank line".encode()),
+    ]
