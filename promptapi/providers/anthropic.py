@@ -61,9 +61,14 @@ def describe_error(data: Any) -> ErrorInfo:
     return ErrorInfo(f"type={safe(kind)}", auth=kind in _AUTH_TYPES)
 
 
-def _tool_schema(schema: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    if schema.get("type") == "object":
-        return schema, False
+def _wrapped(schema: dict[str, Any] | None) -> bool:
+    """Tool inputs must be objects: any other output schema is wrapped as {"value": ...}."""
+    return schema is not None and schema.get("type") != "object"
+
+
+def _tool_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    if not _wrapped(schema):
+        return schema
     wrapped: dict[str, Any] = {
         "type": "object",
         "properties": {WRAPPED: {k: v for k, v in schema.items() if k != "$defs"}},
@@ -71,7 +76,7 @@ def _tool_schema(schema: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     }
     if "$defs" in schema:
         wrapped["$defs"] = schema["$defs"]
-    return wrapped, True
+    return wrapped
 
 
 class AnthropicProvider:
@@ -113,18 +118,17 @@ class AnthropicProvider:
             elif key == "stop":
                 body["stop_sequences"] = stop_list(value)
             elif key == "temperature":
-                body["temperature"] = min(float(value), 1.0)  # Messages allows 0..1
+                # Messages allows 0..1; OpenAI-style prompts may say up to 2.
+                body["temperature"] = min(value, 1) if isinstance(value, int | float) else value
             elif key not in _DROPPED:
                 body[key] = value
         name = self.tool_name(request)
-        if name is not None:
-            assert request.output_schema is not None
-            schema, _ = _tool_schema(request.output_schema)
+        if name is not None and request.output_schema is not None:
             body["tools"] = [
                 {
                     "name": name,
                     "description": "Give the answer by calling this tool with it as the input.",
-                    "input_schema": schema,
+                    "input_schema": _tool_schema(request.output_schema),
                 }
             ]
             body["tool_choice"] = {"type": "tool", "name": name}
@@ -170,9 +174,8 @@ class AnthropicProvider:
             for block in blocks:
                 if block["type"] == "tool_use" and block.get("name") == name:
                     value = block["input"]
-                    assert request.output_schema is not None
-                    if _tool_schema(request.output_schema)[1]:
-                        value = value[WRAPPED] if isinstance(value, dict) else value
+                    if _wrapped(request.output_schema):
+                        value = value[WRAPPED]
                     return orjson.dumps(value).decode()
         return "".join(block["text"] for block in blocks if block["type"] == "text")
 
@@ -180,7 +183,7 @@ class AnthropicProvider:
         payload = orjson.dumps(self.body(request, stream=True))
         tool = self.tool_name(request)
         deltas = self._deltas(payload, tool)
-        if tool is None or not _tool_schema(request.output_schema or {})[1]:
+        if tool is None or not _wrapped(request.output_schema):
             async for delta in deltas:
                 yield delta
             return

@@ -286,5 +286,6 @@ def join_system(messages: list[dict[str, str]]) -> tuple[str, list[dict[str, str
     return "\n\n".join(system), turns
 
 
-def stop_list(value: Any) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
+def stop_list(value: Any) -> Any:
+    """OpenAI's `stop` (a string or a list) as the list other APIs want."""
+    return [value] if isinstance(value, str) else value
