@@ -21,19 +21,11 @@ from promptapi.errors import (
 )
 from promptapi.providers import ADAPTERS, CompletionRequest, ModelConfig, Provider, Timeouts
 from promptapi.providers.gemini import response_json_schema
-from tests.conftest import UPSTREAM_KEY
+from tests.conftest import SENTIMENT, UPSTREAM_KEY
 from tests.fake_providers import ProviderBehaviour as B
 from tests.helpers import SECRETS
 
-SENTIMENT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "label": {"enum": ["positive", "negative", "neutral"]},
-        "score": {"type": "number", "minimum": 0, "maximum": 1},
-    },
-    "required": ["label", "score"],
-    "additionalProperties": False,
-}
+SENTIMENT_SCHEMA: dict[str, Any] = SENTIMENT["output_schema"]
 PIECES = ["Grüße ", "aus ", "Köln 🌍", " — ", "日本語"]
 
 

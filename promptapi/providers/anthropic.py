@@ -18,7 +18,15 @@ import orjson
 
 from promptapi.errors import PromptAPIError, ProviderUnavailable, UpstreamAuthError, UpstreamError
 from promptapi.providers.base import Completion, CompletionRequest, ModelConfig, StreamDelta
-from promptapi.providers.http import ErrorInfo, HTTPClient, join_system, malformed, safe, stop_list
+from promptapi.providers.http import (
+    NOT_AN_ANSWER,
+    ErrorInfo,
+    HTTPClient,
+    join_system,
+    malformed,
+    safe,
+    stop_list,
+)
 
 log = logging.getLogger("promptapi.providers")
 
@@ -158,14 +166,7 @@ class AnthropicProvider:
             )
         except PromptAPIError:
             raise
-        except (
-            orjson.JSONDecodeError,
-            KeyError,
-            IndexError,
-            TypeError,
-            AttributeError,
-            ValueError,
-        ):
+        except NOT_AN_ANSWER:
             raise malformed(self.config.alias, "an answer that is not a message") from None
 
     def _answer(self, blocks: list[dict[str, Any]], request: CompletionRequest) -> str:

@@ -18,7 +18,15 @@ import orjson
 
 from promptapi.errors import PromptAPIError, UpstreamError
 from promptapi.providers.base import Completion, CompletionRequest, ModelConfig, StreamDelta
-from promptapi.providers.http import ErrorInfo, HTTPClient, join_system, malformed, safe, stop_list
+from promptapi.providers.http import (
+    NOT_AN_ANSWER,
+    ErrorInfo,
+    HTTPClient,
+    join_system,
+    malformed,
+    safe,
+    stop_list,
+)
 
 log = logging.getLogger("promptapi.providers")
 
@@ -193,7 +201,7 @@ class GeminiProvider:
             text = self._text(candidate)
             reason = candidate.get("finishReason")
             if not text and reason in _WITHHELD:
-                raise self._withheld(reason)
+                raise self._blocked("withheld the answer", reason)
             input_tokens, output_tokens = _usage(data)
             return Completion(
                 text=text,
@@ -204,14 +212,7 @@ class GeminiProvider:
             )
         except PromptAPIError:
             raise
-        except (
-            orjson.JSONDecodeError,
-            KeyError,
-            IndexError,
-            TypeError,
-            AttributeError,
-            ValueError,
-        ):
+        except NOT_AN_ANSWER:
             raise malformed(self.config.alias, "an answer that is not generated content") from None
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamDelta]:
@@ -233,7 +234,7 @@ class GeminiProvider:
                     reason = candidates[0]["finishReason"]
             except PromptAPIError:
                 raise
-            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
+            except NOT_AN_ANSWER:
                 raise malformed(self.config.alias, "a malformed stream chunk") from None
             if text:
                 seen_text = True
@@ -241,7 +242,7 @@ class GeminiProvider:
         if reason is None:
             raise malformed(self.config.alias, "a stream that ended without a finish reason")
         if not seen_text and reason in _WITHHELD:
-            raise self._withheld(reason)
+            raise self._blocked("withheld the answer", reason)
         input_tokens, output_tokens = usage or (0, 0)
         yield StreamDelta(
             model=model,
@@ -258,23 +259,13 @@ class GeminiProvider:
     def _check_blocked(self, data: dict[str, Any]) -> None:
         reason = (data.get("promptFeedback") or {}).get("blockReason")
         if reason:
-            log.warning(
-                "provider blocked the prompt: alias=%s reason=%s", self.config.alias, safe(reason)
-            )
-            raise UpstreamError(
-                f"The provider for model alias {self.config.alias!r} blocked the prompt "
-                f"({safe(reason)}).",
-                reason="blocked",
-            )
+            raise self._blocked("blocked the prompt", reason)
 
-    def _withheld(self, reason: str) -> UpstreamError:
-        log.warning(
-            "provider withheld the answer: alias=%s reason=%s", self.config.alias, safe(reason)
-        )
+    def _blocked(self, what: str, reason: str) -> UpstreamError:
+        alias, reason = self.config.alias, safe(reason)
+        log.warning("provider %s: alias=%s reason=%s", what, alias, reason)
         return UpstreamError(
-            f"The provider for model alias {self.config.alias!r} withheld the answer "
-            f"({safe(reason)}).",
-            reason="blocked",
+            f"The provider for model alias {alias!r} {what} ({reason}).", reason="blocked"
         )
 
 

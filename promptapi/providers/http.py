@@ -38,6 +38,15 @@ MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 MAX_ERROR_BYTES = 64 * 1024
 OVERLOADED = 529  # Anthropic's "overloaded_error": capacity, not a fault in our request
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
+# What reading an answer of the wrong shape raises (a JSON parser's error, a missing key, ...).
+NOT_AN_ANSWER = (
+    orjson.JSONDecodeError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    ValueError,
+)
 
 
 @dataclass(frozen=True, slots=True)

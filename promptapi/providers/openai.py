@@ -12,7 +12,7 @@ import orjson
 
 from promptapi.errors import PromptAPIError, UpstreamError
 from promptapi.providers.base import Completion, CompletionRequest, ModelConfig, StreamDelta
-from promptapi.providers.http import HTTPClient, malformed
+from promptapi.providers.http import NOT_AN_ANSWER, HTTPClient, malformed
 
 _SCHEMA_NAME = re.compile(r"[^a-zA-Z0-9_-]")
 AZURE_API_VERSION = "2024-10-21"
@@ -84,14 +84,7 @@ class OpenAIProvider:
             )
         except PromptAPIError:
             raise
-        except (
-            orjson.JSONDecodeError,
-            KeyError,
-            IndexError,
-            TypeError,
-            AttributeError,
-            ValueError,
-        ):
+        except NOT_AN_ANSWER:
             raise malformed(self.config.alias, "an answer that is not a chat completion") from None
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamDelta]:
@@ -120,7 +113,7 @@ class OpenAIProvider:
                 delta.input_tokens = int(usage.get("prompt_tokens") or 0)
                 delta.output_tokens = int(usage.get("completion_tokens") or 0)
             return delta
-        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        except NOT_AN_ANSWER:
             raise malformed(self.config.alias, "a malformed stream chunk") from None
 
 
