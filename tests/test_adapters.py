@@ -20,7 +20,7 @@ from promptapi.errors import (
     UpstreamError,
 )
 from promptapi.providers import ADAPTERS, CompletionRequest, ModelConfig, Provider, Timeouts
-from promptapi.providers.gemini import response_json_schema
+from promptapi.providers.gemini import response_json_schema, response_schema
 from tests.conftest import SENTIMENT, UPSTREAM_KEY
 from tests.fake_providers import ProviderBehaviour as B
 from tests.helpers import SECRETS
@@ -353,6 +353,80 @@ def test_gemini_schema_is_cut_down_to_the_supported_keywords():
         "additionalProperties": False,
         "$defs": {"item": {"type": "object"}},
     }
+
+
+async def test_gemini_response_schema_mode_sends_the_openapi_subset(gemini):
+    gemini.default = B(content='{"label": "negative", "score": 0.2}')
+    provider = make("gemini", gemini.base_url, structured_output="response_schema")
+    completion = await complete(provider, request(schema=SENTIMENT_SCHEMA))
+    assert gemini.requests[0]["body"]["generationConfig"] == {
+        "responseMimeType": "application/json",
+        "responseSchema": {
+            "type": "OBJECT",
+            "properties": {
+                "label": {
+                    "type": "STRING",
+                    "format": "enum",
+                    "enum": ["positive", "negative", "neutral"],
+                },
+                "score": {"type": "NUMBER", "minimum": 0, "maximum": 1},
+            },
+            "required": ["label", "score"],
+        },
+    }
+    assert json.loads(completion.text)["label"] == "negative"
+
+
+def test_gemini_openapi_schema_inlines_refs_and_maps_null():
+    schema = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "at": {"type": ["string", "null"], "format": "date-time"},
+            "kind": {"const": "order"},
+            "size": {"enum": ["S", "M", None]},
+            "count": {"enum": [1, 2]},
+            "note": {"oneOf": [{"type": "string", "maxLength": 9}, {"type": "null"}]},
+            "either": {"type": ["integer", "boolean"]},
+            "lines": {"type": "array", "items": {"$ref": "#/$defs/line"}},
+            "base": {"allOf": [{"$ref": "#/definitions/base"}], "description": "kept"},
+        },
+        "additionalProperties": False,
+        "$defs": {"line": {"type": "object", "properties": {"next": {"$ref": "#/$defs/line"}}}},
+        "definitions": {"base": {"type": "object", "properties": {"x": {"type": "number"}}}},
+    }
+    converted = response_schema(schema)
+    properties = converted.pop("properties")
+    assert converted == {"type": "OBJECT"}
+    assert properties["id"] == {"type": "STRING"}
+    assert properties["at"] == {"type": "STRING", "nullable": True, "format": "date-time"}
+    assert properties["kind"] == {"type": "STRING", "format": "enum", "enum": ["order"]}
+    assert properties["size"] == {
+        "nullable": True,
+        "type": "STRING",
+        "format": "enum",
+        "enum": ["S", "M"],
+    }
+    assert properties["count"] == {}
+    assert properties["note"] == {"nullable": True, "anyOf": [{"type": "STRING", "maxLength": 9}]}
+    assert properties["either"] == {"anyOf": [{"type": "INTEGER"}, {"type": "BOOLEAN"}]}
+    assert properties["base"] == {
+        "type": "OBJECT",
+        "properties": {"x": {"type": "NUMBER"}},
+        "description": "kept",
+    }
+    line = properties["lines"]["items"]
+    depth = 0
+    while line:
+        assert line["type"] == "OBJECT"
+        line, depth = line["properties"]["next"], depth + 1
+    assert depth == 8  # a cycle is cut after a few levels
+    from tests.contract import provider_problems
+
+    assert (
+        provider_problems("gemini-generate-content", "ResponseSchema", response_schema(schema))
+        == []
+    )
 
 
 async def test_gemini_skips_thoughts_and_bills_thinking_tokens_as_output(gemini):

@@ -155,6 +155,10 @@ def write(tmp_path: Path, spec: dict[str, Any]) -> Path:
             "models.x.api_version: only for provider azure or anthropic or gemini",
         ),
         ({"provider": "bedrock", "model": "m"}, "must be one of"),
+        (
+            {"provider": "anthropic", "model": "m", "structured_output": "response_schema"},
+            "(gemini also takes response_schema)",
+        ),
     ],
 )
 def test_models_file_mistakes_are_named(tmp_path, spec, message):

@@ -118,8 +118,14 @@ def _model_config(alias: str, spec: Any, env: Mapping[str, str], source: Path) -
     timeouts = spec.get("timeouts") or {}
     prices = spec.get("prices") or {}
     structured = spec.get("structured_output", "json_schema")
-    if structured not in ("json_schema", "json_object", "none"):
-        raise ConfigError(f"{where}.structured_output: json_schema, json_object or none")
+    modes = {"json_schema", "json_object", "none"}
+    if provider == "gemini":
+        modes.add("response_schema")
+    if structured not in modes:
+        raise ConfigError(
+            f"{where}.structured_output: json_schema, json_object or none "
+            "(gemini also takes response_schema)"
+        )
     try:
         return ModelConfig(
             alias=alias,

@@ -146,6 +146,89 @@ def response_json_schema(schema: Any) -> Any:
     return out
 
 
+# The OpenAPI 3.0 subset of responseSchema (Gemini API reference, Schema), kept as they are.
+_OPENAPI_KEPT = {
+    "title",
+    "description",
+    "minItems",
+    "maxItems",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minimum",
+    "maximum",
+    "minProperties",
+    "maxProperties",
+    "required",
+    "propertyOrdering",
+    "default",
+    "example",
+}
+_OPENAPI_FORMATS = {"enum", "date-time"}  # the only formats the Gemini API takes
+_MAX_REF_DEPTH = 8
+
+
+def response_schema(schema: Any) -> dict[str, Any]:
+    """A JSON Schema as the OpenAPI 3.0 subset `responseSchema` takes (for models without
+    responseJsonSchema): local `$ref`s are inlined (a cycle is cut after a few levels),
+    `type` is upper-case, `null` becomes `nullable`, `const` and string `enum`s become
+    `format: enum`, `oneOf` becomes `anyOf`, and everything else is dropped."""
+    if not isinstance(schema, dict):
+        return {}
+    defs = {**schema.get("definitions", {}), **schema.get("$defs", {})}
+    return _openapi(schema, defs, 0)
+
+
+def _openapi(schema: Any, defs: dict[str, Any], depth: int) -> dict[str, Any]:
+    if not isinstance(schema, dict):
+        return {}
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        name = ref.rsplit("/", 1)[-1]
+        local = ref.startswith(("#/$defs/", "#/definitions/"))
+        if not local or name not in defs or depth >= _MAX_REF_DEPTH:
+            return {}
+        return _openapi(defs[name], defs, depth + 1)
+    out: dict[str, Any] = {key: schema[key] for key in _OPENAPI_KEPT if key in schema}
+    types = schema.get("type")
+    types = [types] if isinstance(types, str) else list(types or [])
+    values = [schema["const"]] if "const" in schema else schema.get("enum")
+    if isinstance(values, list) and None in values:
+        types.append("null")
+        values = [v for v in values if v is not None]
+    alternatives = [
+        _openapi(sub, defs, depth) for sub in schema.get("anyOf", []) + schema.get("oneOf", [])
+    ]
+    if any(alt.get("type") == "NULL" for alt in alternatives):
+        types.append("null")
+        alternatives = [alt for alt in alternatives if alt.get("type") != "NULL"]
+    if "null" in types:
+        out["nullable"] = True
+    named = [t.upper() for t in types if t != "null"]
+    if len(named) == 1:
+        out["type"] = named[0]
+    elif named:
+        alternatives += [{"type": t} for t in named]
+    elif "null" in types and not alternatives:
+        out["type"] = "NULL"
+    if alternatives:
+        out["anyOf"] = alternatives
+    if values and all(isinstance(v, str) for v in values):
+        out.update(type="STRING", format="enum", enum=values)
+    elif schema.get("format") in _OPENAPI_FORMATS:
+        out["format"] = schema["format"]
+    if isinstance(schema.get("properties"), dict):
+        out["properties"] = {
+            name: _openapi(sub, defs, depth) for name, sub in schema["properties"].items()
+        }
+    if isinstance(schema.get("items"), dict):
+        out["items"] = _openapi(schema["items"], defs, depth)
+    all_of = schema.get("allOf")
+    if isinstance(all_of, list) and len(all_of) == 1:
+        out = {**_openapi(all_of[0], defs, depth), **out}
+    return out
+
+
 class GeminiProvider:
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
@@ -184,10 +267,13 @@ class GeminiProvider:
                 body[key] = value
             elif key not in _DROPPED:
                 config[key] = value
-        if request.output_schema is not None and self.config.structured_output != "none":
+        mode = self.config.structured_output
+        if request.output_schema is not None and mode != "none":
             config["responseMimeType"] = "application/json"
-            if self.config.structured_output == "json_schema":
+            if mode == "json_schema":
                 config["responseJsonSchema"] = response_json_schema(request.output_schema)
+            elif mode == "response_schema":
+                config["responseSchema"] = response_schema(request.output_schema)
         if config:
             body["generationConfig"] = config
         return body
