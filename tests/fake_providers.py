@@ -71,10 +71,12 @@ class _ContractFake(FakeOpenAI):
         raw = behaviour.body if behaviour.body is not None else json.dumps(payload).encode()
         return await self.send(request, behaviour, raw)
 
-    async def sse(self, request: web.Request, events: list[bytes]) -> web.StreamResponse:
+    async def sse(
+        self, request: web.Request, behaviour: ProviderBehaviour, events: list[bytes]
+    ) -> web.StreamResponse:
         response = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        return await write_split(response, b"".join(events))
+        return await write_split(response, b"".join(events), behaviour.trickle)
 
 
 _ANTHROPIC_ERRORS = {
@@ -193,7 +195,7 @@ class FakeAnthropic(_ContractFake):
             self.check("StreamEvent", event, "event")
             data = json.dumps(event, ensure_ascii=False)
             wire.append(f"event: {event['type']}\ndata: {data}\n\n".encode())
-        return await self.sse(request, wire)
+        return await self.sse(request, behaviour, wire)
 
 
 _GEMINI_STATUS = {
@@ -301,4 +303,4 @@ class FakeGemini(_ContractFake):
         for chunk in chunks:
             self.check("GenerateContentResponse", chunk, "chunk")
             wire.append(b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\r\n\r\n")
-        return await self.sse(request, wire)
+        return await self.sse(request, behaviour, wire)

@@ -76,11 +76,15 @@ def chunk(
     return body
 
 
-async def write_split(response: web.StreamResponse, wire: bytes) -> web.StreamResponse:
-    """Write in small pieces so multi-byte characters and lines are split across reads."""
-    for start in range(0, len(wire), 7):
-        await response.write(wire[start : start + 7])
-        await asyncio.sleep(0)
+async def write_split(
+    response: web.StreamResponse, wire: bytes, trickle: float | None = None
+) -> web.StreamResponse:
+    """Write in small pieces so multi-byte characters and lines are split across reads (or
+    one byte every `trickle` seconds)."""
+    step = 7 if trickle is None else 1
+    for start in range(0, len(wire), step):
+        await response.write(wire[start : start + step])
+        await asyncio.sleep(trickle or 0)
     await response.write_eof()
     return response
 
@@ -201,7 +205,7 @@ class FakeOpenAI:
             )
             wire += b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n"
         wire += b"data: [DONE]\n\n"
-        return await write_split(response, wire)
+        return await write_split(response, wire, behaviour.trickle)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._handle)
