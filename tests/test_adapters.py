@@ -485,6 +485,18 @@ async def test_gemini_api_version_and_model_prefix(gemini):
     assert gemini.requests[0]["path"] == "/v1beta/models/gemini-2.0-flash:generateContent"
 
 
+async def test_a_prompt_of_system_messages_only_is_sent_as_a_user_turn(anthropic, gemini):
+    only_system = request([{"role": "system", "content": "List three colours."}])
+    await complete(make("anthropic", anthropic.base_url), only_system)
+    await complete(make("gemini", gemini.base_url), only_system)
+    sent = anthropic.requests[0]["body"]
+    assert "system" not in sent
+    assert sent["messages"] == [{"role": "user", "content": "List three colours."}]
+    sent = gemini.requests[0]["body"]
+    assert "systemInstruction" not in sent
+    assert sent["contents"] == [{"role": "user", "parts": [{"text": "List three colours."}]}]
+
+
 # -- Azure OpenAI ---------------------------------------------------------------------------
 
 

@@ -281,7 +281,8 @@ def malformed(alias: str, what: str) -> UpstreamError:
 def join_system(messages: list[dict[str, str]]) -> tuple[str, list[dict[str, str]]]:
     """Split off every system message (joined, in order) from the conversation, and merge
     consecutive turns of the same role: APIs with a top-level system prompt want the rest to
-    alternate."""
+    alternate. They also want at least one turn, so a prompt of system messages only is sent
+    as one user turn."""
     system: list[str] = []
     turns: list[dict[str, str]] = []
     for message in messages:
@@ -292,6 +293,8 @@ def join_system(messages: list[dict[str, str]]) -> tuple[str, list[dict[str, str
             turns[-1] = {"role": role, "content": turns[-1]["content"] + "\n\n" + content}
         else:
             turns.append({"role": role, "content": content})
+    if not turns:
+        return "", [{"role": "user", "content": "\n\n".join(system)}]
     return "\n\n".join(system), turns
 
 
