@@ -14,6 +14,9 @@ class PromptAPIError(Exception):
     code: str = "internal_error"
     title: str = "Internal server error"
     description: str = "The server failed to handle the request. The request id is in the log."
+    # The provider's HTTP status when a provider's error answer caused this (never shown to
+    # callers): retries tell 5xx from other 4xx by it.
+    upstream_status: int | None = None
 
     def __init__(
         self,

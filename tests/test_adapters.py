@@ -561,6 +561,10 @@ async def test_failures_are_mapped_without_leaking(
         with pytest.raises(error) as raised:
             await run(make(kind, base_url))
         assert raised.value.code == code
+        assert raised.value.upstream_status == (
+            behaviour.status if behaviour.status != 200 else None
+        )
+        assert "upstream_status" not in raised.value.problem()
         assert_clean(caplog, raised.value)
     if behaviour.status in (401, 403):
         assert f"alias=my-{kind} status={behaviour.status}" in caplog.text
@@ -575,6 +579,7 @@ async def test_429_is_503_with_retry_after(upstream_for, caplog, kind):
         await complete(make(kind, base_url))
     assert raised.value.status == 503
     assert raised.value.headers == {"Retry-After": "7"}
+    assert raised.value.upstream_status == 429
     assert_clean(caplog, raised.value)
 
 

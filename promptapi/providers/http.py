@@ -199,30 +199,34 @@ class HTTPClient:
             raise transport_error(exc, self.alias) from None
 
     async def raise_for_status(self, resp: aiohttp.ClientResponse) -> None:
-        status = resp.status
         raw = await read_limited(resp, MAX_ERROR_BYTES, strict=False)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
             data = None
         info = self.describe_error(data)
+        log.warning("provider error: alias=%s status=%s %s", self.alias, resp.status, info.summary)
+        error = self.status_error(resp.status, info, resp.headers.get("Retry-After"))
+        error.upstream_status = resp.status
+        raise error
+
+    def status_error(self, status: int, info: ErrorInfo, retry_after: str | None) -> PromptAPIError:
         alias = self.alias
-        log.warning("provider error: alias=%s status=%s %s", alias, status, info.summary)
         if status in (401, 403) or info.auth:
-            raise UpstreamAuthError(
+            return UpstreamAuthError(
                 f"The provider for model alias {alias!r} refused the configured credential "
                 f"(HTTP {status})."
             )
         if status in (429, OVERLOADED):
-            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            seconds = parse_retry_after(retry_after)
             why = "is rate-limiting us" if status == 429 else "is overloaded"
-            raise ProviderUnavailable(
+            return ProviderUnavailable(
                 f"The provider for model alias {alias!r} {why} (HTTP {status}).",
-                headers={"Retry-After": str(retry_after)} if retry_after is not None else None,
+                headers={"Retry-After": str(seconds)} if seconds is not None else None,
             )
         if status >= 500:
-            raise UpstreamError(f"The provider for model alias {alias!r} failed (HTTP {status}).")
-        raise UpstreamError(
+            return UpstreamError(f"The provider for model alias {alias!r} failed (HTTP {status}).")
+        return UpstreamError(
             f"The provider for model alias {alias!r} refused the request (HTTP {status})."
         )
 
