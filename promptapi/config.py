@@ -29,6 +29,7 @@ class Settings:
     prompts_dir: Path = Path("./prompts")
     admin_token: str | None = None
     models_file: Path | None = None
+    policy_file: Path | None = None
     default_model: str = "gpt-4o-mini"
     allow_anonymous: bool = False
     max_body_bytes: int = 1024 * 1024

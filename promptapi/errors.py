@@ -133,6 +133,16 @@ class DefinitionInvalid(PromptAPIError):
     )
 
 
+class PolicyViolation(DefinitionInvalid):
+    code = "policy_violation"
+    title = "The prompt definition breaks the governance policy"
+    description = (
+        "The definition is valid but breaks error-severity rules of the policy in force "
+        "(PROMPTAPI_POLICY_FILE, else the built-in defaults). `errors` lists every violation, "
+        "each with a JSON pointer `path`, the `rule` id and its `severity`."
+    )
+
+
 class RenderFailed(PromptAPIError):
     status = 422
     code = "render_failed"

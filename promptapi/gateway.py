@@ -27,7 +27,8 @@ from promptapi.errors import (
     ProviderUnavailable,
 )
 from promptapi.keys import Caller, KeyCache, hash_secret, new_admin_token, new_key
-from promptapi.prompts import Prompt, check_definition, digest
+from promptapi.policy import PUBLISHED, Policy, review
+from promptapi.prompts import Prompt, digest
 from promptapi.providers import CompletionRequest, Providers, load_models
 from promptapi.registry import Registry, Version
 from promptapi.store import Store, now
@@ -44,9 +45,17 @@ class SyncReport:
     created: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    dry_run: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"created": self.created, "unchanged": self.unchanged, "errors": self.errors}
+        return {
+            "created": self.created,
+            "unchanged": self.unchanged,
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "dry_run": self.dry_run,
+        }
 
 
 def _call_id() -> str:
@@ -68,6 +77,7 @@ class Gateway:
                 openai_base_url=settings.openai_base_url,
             )
         )
+        self.policy = Policy.load(settings.policy_file)
         self.registry = Registry()
         self.keys = KeyCache()
         self.recorder = Recorder(
@@ -301,8 +311,43 @@ class Gateway:
             definition, digest(content), created_by=created_by, state="published"
         )
 
-    async def register(self, raw: Any, *, created_by: str | None) -> tuple[Version, bool]:
-        definition = check_definition(raw, models=self.providers.models)
+    def check(
+        self, raw: Any, *, require_version: bool = False, stage: str = PUBLISHED
+    ) -> tuple[dict[str, Any], list[dict[str, str]]]:
+        """A definition checked for validity and against the policy for the lifecycle state it
+        is about to enter: (normalised definition, policy warnings), or DefinitionInvalid /
+        PolicyViolation listing every problem at once."""
+        found = review(
+            raw,
+            self.policy,
+            models=self.providers.models,
+            require_version=require_version,
+            stage=stage,
+        )
+        return found.accepted(), found.warnings
+
+    async def _would_store(self, definition: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """What `_store` would do with a definition that names its version, without writing."""
+        content = {k: v for k, v in definition.items() if k != "version"}
+        try:
+            stored = await self.store.get_version(definition["name"], definition["version"])
+        except NotFound:
+            return definition, True
+        if stored["digest"] != digest(content):
+            raise Conflict(f"{definition['name']} version {definition['version']} differs")
+        return stored, False
+
+    async def register(
+        self,
+        raw: Any,
+        *,
+        created_by: str | None,
+        warnings: list[dict[str, str]] | None = None,
+    ) -> tuple[Version, bool]:
+        """Register a version. Policy warnings are appended to `warnings` when given."""
+        definition, found = self.check(raw)
+        if warnings is not None:
+            warnings.extend(found)
         row, created = await self._store(definition, created_by)
         version = self.registry.add(row) if created else None
         if version is None:
@@ -311,18 +356,25 @@ class Gateway:
             )
         return version, created
 
-    async def sync(self, root: Path, *, created_by: str = "sync") -> SyncReport:
-        report = SyncReport()
+    async def sync(
+        self, root: Path, *, created_by: str = "sync", dry_run: bool = False
+    ) -> SyncReport:
+        """Store new versions from the prompt files under `root`. With `dry_run`, report what
+        would be created, unchanged or refused without writing anything."""
+        report = SyncReport(dry_run=dry_run)
         for found in files.read_all(root):
             where = str(found.path)
             if found.error is not None:
                 report.errors.append({"file": where, "detail": found.error})
                 continue
             try:
-                definition = check_definition(
-                    found.data, models=self.providers.models, require_version=True
-                )
-                row, created = await self._store(definition, created_by)
+                definition, warnings = self.check(found.data, require_version=True)
+                if warnings:
+                    report.warnings.append({"file": where, "warnings": warnings})
+                if dry_run:
+                    row, created = await self._would_store(definition)
+                else:
+                    row, created = await self._store(definition, created_by)
             except Conflict:
                 report.errors.append(
                     {
@@ -339,7 +391,7 @@ class Gateway:
                 report.errors.append({"file": where, "detail": exc.detail, "errors": exc.errors})
                 continue
             label = f"{row['name']}@{row['version']}"
-            if created:
+            if created and not dry_run:
                 self.registry.add(row)
                 report.created.append(label)
             else:

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from promptapi.errors import InputInvalid, NotFound
 from promptapi.gateway import Gateway
 from promptapi.web import auth, views
-from promptapi.web.http import JSON, query_int, read_json, route
+from promptapi.web.http import JSON, query_bool, query_int, read_json, route
 
 
 def _gateway(request: Request) -> Gateway:
@@ -20,8 +20,9 @@ def _gateway(request: Request) -> Gateway:
 
 
 async def _register(request: Request, gateway: Gateway, raw: Any) -> Response:
-    version, created = await gateway.register(raw, created_by="admin")
-    body = views.version_detail(version)
+    warnings: list[dict[str, str]] = []
+    version, created = await gateway.register(raw, created_by="admin", warnings=warnings)
+    body = {**views.version_detail(version), "warnings": warnings}
     location = f"/admin/v1/prompts/{body['name']}/versions/{body['version']}"
     return JSON(body, status_code=201 if created else 200, headers={"Location": location})
 
@@ -130,7 +131,11 @@ async def list_models(request: Request) -> Response:
 
 async def sync(request: Request) -> Response:
     gateway = _gateway(request)
-    report = await gateway.sync(gateway.settings.prompts_dir, created_by="admin:sync")
+    report = await gateway.sync(
+        gateway.settings.prompts_dir,
+        created_by="admin:sync",
+        dry_run=query_bool(request, "dry_run"),
+    )
     return JSON(report.as_dict())
 
 

@@ -92,6 +92,21 @@ def query_int(request: Request, name: str, default: int, *, low: int, high: int)
     return value
 
 
+def query_bool(request: Request, name: str, default: bool = False) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", ""):
+        return True
+    if lowered in ("0", "false", "no"):
+        return False
+    raise MalformedRequest(
+        f"Query parameter {name!r} must be true or false.",
+        errors=[{"path": f"?{name}", "message": "expected true or false"}],
+    )
+
+
 Endpoint = Callable[[Request], Awaitable[Response]] | ASGIApp
 
 
