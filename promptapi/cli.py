@@ -11,11 +11,13 @@ from typing import Any
 
 import orjson
 
-from promptapi import __version__, files
+from promptapi import __version__, files, prompty, runner
 from promptapi.config import Settings
 from promptapi.errors import ConfigError, PromptAPIError
 from promptapi.gateway import Gateway
+from promptapi.policy import PUBLISHED, Policy, review
 from promptapi.prompts import Prompt, check_definition
+from promptapi.providers import load_models
 
 
 def _print_json(value: Any) -> None:
@@ -81,19 +83,26 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     root = Path(args.dir) if args.dir else settings.prompts_dir
 
     async def run(gateway: Gateway) -> int:
-        await gateway.store.ensure_schema(migrate=settings.auto_migrate)
-        report = await gateway.sync(root)
+        # A dry run does not even migrate: a database without the schema refuses, naming the
+        # command that would create it.
+        await gateway.store.ensure_schema(migrate=settings.auto_migrate and not args.dry_run)
+        report = await gateway.sync(root, dry_run=args.dry_run)
+        created = "would create" if args.dry_run else "created   "
         for label in report.created:
-            print(f"created    {label}")
+            print(f"{created} {label}")
         for label in report.unchanged:
             print(f"unchanged  {label}")
+        for found in report.warnings:
+            for item in found["warnings"]:
+                print(f"warning    {found['file']}: {_violation(item)}", file=sys.stderr)
         for error in report.errors:
             print(f"error      {error['file']}: {error['detail']}", file=sys.stderr)
             for item in error.get("errors") or []:
-                print(f"             {item['path'] or '/'}: {item['message']}", file=sys.stderr)
+                print(f"             {_violation(item)}", file=sys.stderr)
         print(
-            f"{len(report.created)} created, {len(report.unchanged)} unchanged, "
-            f"{len(report.errors)} errors"
+            f"{len(report.created)} {'to create' if args.dry_run else 'created'}, "
+            f"{len(report.unchanged)} unchanged, {len(report.errors)} errors"
+            + (" (dry run: nothing was written)" if args.dry_run else "")
         )
         return 1 if report.errors else 0
 
@@ -135,6 +144,176 @@ def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
         }
     )
     return 0
+
+
+def _violation(item: dict[str, str]) -> str:
+    """`/json/pointer: [rule] message (severity)`; a definition error has the rule
+    `definition`."""
+    rule = item.get("rule", "definition")
+    severity = item.get("severity", "error")
+    return f"{item['path'] or '/'}: [{rule}] {item['message']} ({severity})"
+
+
+def _lint_targets(paths: list[str], default: Path) -> list[Path] | str:
+    targets: list[Path] = []
+    for given in [Path(p) for p in paths] or [default]:
+        if given.is_dir():
+            targets.extend(files.find(given))
+        elif given.is_file():
+            targets.append(given)
+        else:
+            return f"no such file or directory: {given}"
+    return targets
+
+
+def cmd_lint(args: argparse.Namespace, settings: Settings) -> int:
+    policy = Policy.load(Path(args.policy) if args.policy else settings.policy_file)
+    targets = _lint_targets(args.paths, settings.prompts_dir)
+    if isinstance(targets, str):
+        return _fail(targets, 2)
+    # Model aliases are checked only against a configured models file: without one, the
+    # aliases a deployment defines are unknown here.
+    models = _models(settings) if settings.models_file is not None else None
+    counts = {"error": 0, "warning": 0}
+    seen: dict[tuple[Any, Any], Path] = {}
+    for path in targets:
+        found = files.read(path)
+        lines: list[dict[str, str]] = []
+        if found.error is not None:
+            lines.append({"path": "", "message": found.error, "rule": "file"})
+        else:
+            checked = review(
+                found.data, policy, models=models, require_version=True, stage=args.stage
+            )
+            lines = checked.problems + checked.warnings
+            if checked.definition is not None:
+                key = (checked.definition["name"], checked.definition["version"])
+                if key in seen:
+                    message = f"{key[0]} version {key[1]} is also defined in {seen[key]}"
+                    lines.append({"path": "/version", "message": message, "rule": "duplicate"})
+                seen.setdefault(key, path)
+        for item in lines:
+            counts[item.get("severity", "error")] += 1
+            print(f"{path}: {_violation(item)}")
+    print(
+        f"{len(targets)} files checked: {counts['error']} errors, {counts['warning']} warnings "
+        f"(policy: {policy.source})",
+        file=sys.stderr,
+    )
+    if counts["error"] or (args.strict and counts["warning"]):
+        return 1
+    return 0
+
+
+def _models(settings: Settings) -> dict[str, Any]:
+    return load_models(
+        settings.models_file,
+        default_model=settings.default_model,
+        openai_api_key=settings.openai_api_key,
+        openai_base_url=settings.openai_base_url,
+    )
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    root = Path(args.dir) if args.dir else settings.prompts_dir
+
+    async def run(gateway: Gateway) -> int:
+        await gateway.store.ensure_schema(migrate=settings.auto_migrate)
+        rows = await gateway.store.versions_after(0)
+        if args.name:
+            rows = [r for r in rows if r["name"] in set(args.name)]
+        report = files.export(rows, root, force=args.force)
+        for path in report.written:
+            print(f"written    {path}")
+        for path in report.unchanged:
+            print(f"unchanged  {path}")
+        for path in report.conflicts:
+            print(
+                f"conflict   {path}: holds other content for this version; "
+                "not overwritten (--force overwrites it with what is stored)",
+                file=sys.stderr,
+            )
+        print(
+            f"{len(report.written)} written, {len(report.unchanged)} unchanged, "
+            f"{len(report.conflicts)} conflicts"
+        )
+        return 1 if report.conflicts else 0
+
+    return asyncio.run(_with_gateway(settings, run))
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    root = Path(args.out) if args.out else settings.prompts_dir
+    failed = 0
+    for source in map(Path, args.files):
+        try:
+            converted = prompty.convert(
+                source.read_text(encoding="utf-8"), source=source.name, model=args.model
+            )
+            definition = check_definition(converted.definition, require_version=True)
+        except (OSError, UnicodeDecodeError) as exc:
+            failed += 1
+            print(f"{source}: cannot read: {exc}", file=sys.stderr)
+            continue
+        except prompty.PromptyError as exc:
+            failed += 1
+            print(f"{source}: {exc}", file=sys.stderr)
+            continue
+        except PromptAPIError as exc:
+            failed += 1
+            print(f"{source}: {exc.detail} Nothing written.", file=sys.stderr)
+            for item in exc.errors or []:
+                print(f"  {_violation(item)}", file=sys.stderr)
+            continue
+        target = root / definition["name"] / f"{definition['version']}.yaml"
+        if target.exists() and not args.force:
+            failed += 1
+            print(f"{source}: {target} exists (--force overwrites it)", file=sys.stderr)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(files.dump(converted.definition), encoding="utf-8")
+        print(f"written    {target}  (from {source})")
+        for note in converted.notes:
+            print(f"  note: {note}")
+    return 1 if failed else 0
+
+
+def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
+    root = Path(args.dir) if args.dir else settings.prompts_dir
+
+    async def run(gateway: Gateway) -> int:
+        try:
+            if args.model is not None and args.model not in gateway.providers.models:
+                known = ", ".join(sorted(gateway.providers.models))
+                return _fail(f"unknown model alias {args.model!r}; configured: {known}", 2)
+            models = None if args.model else gateway.providers.models
+            if args.db:
+                await gateway.store.ensure_schema(migrate=settings.auto_migrate)
+                await gateway.refresh(force=True)
+                definitions, broken = runner.from_registry(gateway), []
+            else:
+                definitions, broken = runner.from_files(root, models)
+            if args.names:
+                wanted = set(args.names)
+                unknown = wanted - {d["name"] for d in definitions} - {r.prompt for r in broken}
+                if unknown:
+                    where = "in the database" if args.db else f"under {root}"
+                    return _fail(f"no prompt named {', '.join(sorted(unknown))} {where}", 2)
+                definitions = [d for d in definitions if d["name"] in wanted]
+                broken = [r for r in broken if r.prompt in wanted]
+            if not definitions and not broken:
+                return _fail("no prompts to test", 2)
+            rows = broken + await runner.run(gateway, definitions, model=args.model)
+        finally:
+            await gateway.providers.aclose()
+        print(runner.table(rows))
+        tally = {
+            result: sum(r.result == result for r in rows) for result in ("pass", "FAIL", "skip")
+        }
+        print(f"{tally['pass']} passed, {tally['FAIL']} failed, {tally['skip']} skipped")
+        return 1 if tally["FAIL"] else 0
+
+    return asyncio.run(_with_gateway(settings, run))
 
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
@@ -195,7 +374,47 @@ def parser() -> argparse.ArgumentParser:
 
     sync = sub.add_parser("sync", help="store new prompt versions from the prompts folder")
     sync.add_argument("--dir", help="prompts folder (PROMPTAPI_PROMPTS_DIR, default ./prompts)")
+    sync.add_argument(
+        "--dry-run", action="store_true", help="report what would change, write nothing"
+    )
     sync.set_defaults(func=cmd_sync)
+
+    lint = sub.add_parser(
+        "lint", help="check prompt files against the definition rules and the policy"
+    )
+    lint.add_argument("paths", nargs="*", help="files or folders (default: the prompts folder)")
+    lint.add_argument("--policy", help="policy file (PROMPTAPI_POLICY_FILE; built-in defaults)")
+    lint.add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
+    lint.add_argument(
+        "--stage",
+        default=PUBLISHED,
+        help="lifecycle state the files are checked for (default: published)",
+    )
+    lint.set_defaults(func=cmd_lint)
+
+    export = sub.add_parser("export", help="write stored versions as prompt files")
+    export.add_argument("dir", nargs="?", help="target folder (default: the prompts folder)")
+    export.add_argument("--name", action="append", help="only this prompt (repeatable)")
+    export.add_argument(
+        "--force", action="store_true", help="overwrite files that differ from what is stored"
+    )
+    export.set_defaults(func=cmd_export)
+
+    imp = sub.add_parser("import", help="convert Prompty (.prompty) files into prompt files")
+    imp.add_argument("files", nargs="+", metavar="FILE.prompty")
+    imp.add_argument("--out", help="target folder (default: the prompts folder)")
+    imp.add_argument("--model", default="default", help="model alias to use (default: default)")
+    imp.add_argument("--force", action="store_true", help="overwrite an existing file")
+    imp.set_defaults(func=cmd_import)
+
+    test = sub.add_parser("test", help="run each prompt's examples and check their expectations")
+    test.add_argument("names", nargs="*", help="prompt names (default: all)")
+    test.add_argument("--model", help="run on this model alias instead of each prompt's own")
+    test.add_argument("--dir", help="prompts folder (PROMPTAPI_PROMPTS_DIR, default ./prompts)")
+    test.add_argument(
+        "--db", action="store_true", help="test the versions the database serves, not files"
+    )
+    test.set_defaults(func=cmd_test)
 
     render = sub.add_parser("render", help="render a prompt file's messages for an input, offline")
     render.add_argument("name")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from promptapi.prompts import FIELDS
+from promptapi.errors import PromptAPIError
+from promptapi.prompts import FIELDS, check_definition, digest
 
 SUFFIXES = (".yaml", ".yml")
 
@@ -52,7 +54,9 @@ def read_all(root: Path) -> list[PromptFile]:
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        # Lists indented under their key, as people write them.
+        super().increase_indent(flow, False)
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
@@ -60,10 +64,72 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
+def _list(dumper: yaml.SafeDumper, value: list[Any]) -> yaml.Node:
+    # Short lists of plain values on one line (`required: [text, type]`), as people write them.
+    scalars = all(isinstance(v, str | int | float | bool) or v is None for v in value)
+    flow = (
+        scalars
+        and len(repr(value)) <= 100
+        and not any(isinstance(v, str) and "\n" in v for v in value)
+    )
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=flow)
+
+
 _Dumper.add_representer(str, _str)
+_Dumper.add_representer(list, _list)
 
 
 def dump(definition: dict[str, Any]) -> str:
     """A definition as a prompt file: fields in a fixed order, multi-line text as blocks."""
     ordered = {k: definition[k] for k in FIELDS if definition.get(k) not in (None, {}, [], "")}
     return yaml.dump(ordered, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+@dataclass(slots=True)
+class ExportReport:
+    written: list[Path] = field(default_factory=list)
+    unchanged: list[Path] = field(default_factory=list)
+    conflicts: list[Path] = field(default_factory=list)
+
+
+def content_digest(raw: Any) -> str | None:
+    """The digest sync would store for a file's definition (its version excluded), or None
+    when it is not a valid definition."""
+    try:
+        definition = check_definition(raw, require_version=True)
+    except PromptAPIError:
+        return None
+    return digest({k: v for k, v in definition.items() if k != "version"})
+
+
+def export(rows: Iterable[dict[str, Any]], root: Path, *, force: bool = False) -> ExportReport:
+    """Write stored versions as prompt files `<root>/<name>/<version>.yaml`.
+
+    A version already present anywhere under `root` with the same content is left alone (its
+    formatting and comments too). One present with other content is a conflict, reported and
+    not touched unless `force` is set, when it is overwritten with what is stored."""
+    report = ExportReport()
+    present: dict[tuple[Any, Any], tuple[Path, str | None]] = {}
+    for found in read_all(root):
+        data = found.data
+        if isinstance(data, dict) and "name" in data and "version" in data:
+            key = (data["name"], data["version"])
+            present[key] = (found.path, content_digest(data))
+    for row in rows:
+        target = root / row["name"] / f"{row['version']}.yaml"
+        existing = present.get((row["name"], row["version"]))
+        if existing is not None:
+            if existing[1] == row["digest"]:
+                report.unchanged.append(existing[0])
+                continue
+            target = existing[0]
+            if not force:
+                report.conflicts.append(target)
+                continue
+        elif target.exists() and not force:
+            report.conflicts.append(target)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(dump(row["definition"]), encoding="utf-8")
+        report.written.append(target)
+    return report

@@ -391,8 +391,9 @@ class Gateway:
                 report.errors.append({"file": where, "detail": exc.detail, "errors": exc.errors})
                 continue
             label = f"{row['name']}@{row['version']}"
-            if created and not dry_run:
-                self.registry.add(row)
+            if created:
+                if not dry_run:
+                    self.registry.add(row)
                 report.created.append(label)
             else:
                 report.unchanged.append(label)

@@ -71,7 +71,9 @@ DEFAULTS: dict[str, RuleSpec] = {
     ),
     "no-remote-ref": RuleSpec("error", {}, "schemas use only local $refs ('#...')"),
     "safe-regex": RuleSpec(
-        "error", {"allow": []}, "no `pattern` / patternProperties regex can backtrack catastrophically"
+        "error",
+        {"allow": []},
+        "no `pattern` / patternProperties regex can backtrack catastrophically",
     ),
 }
 
@@ -427,7 +429,10 @@ def _examples(d: dict[str, Any], options: dict[str, Any], stage: str) -> Found:
     minimum = options["min"]
     if count < minimum:
         verb = "is" if minimum == 1 else "are"
-        yield "/examples", f"at least {_plural(minimum, 'example')} {verb} required before publishing"
+        yield (
+            "/examples",
+            f"at least {_plural(minimum, 'example')} {verb} required before publishing",
+        )
 
 
 def _schemas(d: dict[str, Any]) -> Iterator[tuple[list[Any], dict[str, Any]]]:
@@ -453,7 +458,7 @@ def _safe_regex(d: dict[str, Any], options: dict[str, Any], stage: str) -> Found
         if isinstance(pattern, str) and pattern not in allowed:
             problem = backtracking_problem(pattern)
             if problem:
-                yield pointer([*path, "pattern"]), f"pattern {pattern!r} {problem}"
+                yield pointer([*path, "pattern"]), f"pattern '{pattern}' {problem}"
         keyed = schema.get("patternProperties")
         if isinstance(keyed, dict):
             for key in keyed:
@@ -461,7 +466,7 @@ def _safe_regex(d: dict[str, Any], options: dict[str, Any], stage: str) -> Found
                 if problem:
                     yield (
                         pointer([*path, "patternProperties", key]),
-                        f"patternProperties key {key!r} {problem}",
+                        f"patternProperties key '{key}' {problem}",
                     )
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jinja2
+import jinja2.meta
 import orjson
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jsonschema import Draft202012Validator
@@ -37,6 +38,29 @@ FIELDS = (
     "messages",
     "examples",
 )
+
+# What `promptapi test` checks an example's answer against (see promptapi/expect.py).
+EXPECT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "properties": {
+        "equals": {},
+        "contains": {
+            "oneOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+            ]
+        },
+        "regex": {"type": "string", "minLength": 1},
+        "schema": {"type": ["object", "boolean"]},
+        "fields": {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": {"pattern": "^/"},
+        },
+    },
+}
 
 DEFINITION_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -94,6 +118,7 @@ DEFINITION_SCHEMA: dict[str, Any] = {
                     "name": {"type": "string"},
                     "input": {},
                     "output": {},
+                    "expect": EXPECT_SCHEMA,
                 },
             },
         },
@@ -173,18 +198,19 @@ def _refs(node: Any, path: list[Any]) -> Iterable[tuple[list[Any], str]]:
             yield from _refs(value, [*path, i])
 
 
-def _check_schema(schema: Any, field: str, problems: list[dict[str, str]]) -> bool:
+def _check_schema(schema: Any, field: str | list[Any], problems: list[dict[str, str]]) -> bool:
     before = len(problems)
+    at = [field] if isinstance(field, str) else field
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         problems.append(
             {
-                "path": pointer([field, *exc.absolute_path]),
+                "path": pointer([*at, *exc.absolute_path]),
                 "message": _short(f"invalid JSON Schema: {exc.message}"),
             }
         )
-    for path, ref in _refs(schema, [field]):
+    for path, ref in _refs(schema, at):
         if not ref.startswith("#"):
             problems.append(
                 {
@@ -196,8 +222,31 @@ def _check_schema(schema: Any, field: str, problems: list[dict[str, str]]) -> bo
         try:
             Draft202012Validator(schema, registry=_NO_REMOTE).is_valid(sample(schema))
         except (Unresolvable, NoSuchResource) as exc:
-            problems.append({"path": f"/{field}", "message": f"unresolvable reference: {exc}"})
+            problems.append({"path": pointer(at), "message": f"unresolvable reference: {exc}"})
     return len(problems) == before
+
+
+def _check_expect(expect: dict[str, Any], at: list[Any], problems: list[dict[str, str]]) -> None:
+    regex = expect.get("regex")
+    if isinstance(regex, str):
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            problems.append(
+                {
+                    "path": pointer([*at, "regex"]),
+                    "message": f"not a valid regular expression: {exc}",
+                }
+            )
+    if isinstance(expect.get("schema"), dict):
+        _check_schema(expect["schema"], [*at, "schema"], problems)
+
+
+def schema_problems(schema: Any, value: Any) -> list[dict[str, str]]:
+    """Every way `value` fails `schema` (a schema already checked), with JSON pointers."""
+    if isinstance(schema, bool):
+        return [] if schema else [{"path": "", "message": "no value is allowed (schema false)"}]
+    return schema_errors(_validator(schema), value)
 
 
 def _validator(schema: dict[str, Any]) -> Draft202012Validator:
@@ -245,6 +294,7 @@ def _check_definition(
     # Fields with structural problems are reported as such; every other field is still checked
     # in depth, so one answer lists every problem.
     broken = {p["path"].split("/")[1] for p in problems if p["path"].count("/") >= 1}
+    structural = {"/".join(p["path"].split("/")[:4]) for p in problems}
     if require_version and "version" not in raw:
         problems.append({"path": "/version", "message": "'version' is required"})
     model = raw.get("model", "default")
@@ -296,6 +346,9 @@ def _check_definition(
                 schema_errors(output_validator, example["output"], ["examples", i, "output"])
             )
         inputs.append((f"example {i}", example["input"]))
+        expect = example.get("expect")
+        if isinstance(expect, dict) and f"/examples/{i}/expect" not in structural:
+            _check_expect(expect, ["examples", i, "expect"], problems)
 
     if input_ok:
         inputs.insert(
@@ -323,6 +376,17 @@ def _check_definition(
         "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
         "examples": list(examples),
     }
+
+
+def template_variables(contents: Iterable[str]) -> set[str]:
+    """The variables the templates read (other than `input`); unparseable ones are skipped."""
+    found: set[str] = set()
+    for content in contents:
+        try:
+            found |= jinja2.meta.find_undeclared_variables(_env.parse(content))
+        except jinja2.TemplateSyntaxError:
+            continue  # check_definition reports it with its line
+    return found - {"input"}
 
 
 def _dry_render(template: jinja2.Template, inputs: list[tuple[str, Any]]) -> str | None:

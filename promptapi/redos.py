@@ -23,12 +23,12 @@ pattern. Character sets are compared on a sample alphabet (Latin-1 plus a few ot
 from __future__ import annotations
 
 import re
+import re._constants as C
+import re._parser as P
 from collections.abc import Iterable
 from functools import cache
+from itertools import pairwise
 from typing import Any
-
-import re._constants as C  # noqa: N812
-import re._parser as P  # noqa: N812
 
 LARGE = 10
 _ALPHABET = "".join(map(chr, range(0x250))) + "\u00a0\u2003\u3000€жλ中😀"
@@ -211,8 +211,7 @@ def _body_problem(body: Any) -> str | None:
             # `(a|aa)+` is parsed as `(a(?:|a))+`: the optional branch and the next
             # iteration compete for the same character.
             return (
-                "a repeated group contains alternatives that can match the same text "
-                "(like (a|aa)+)"
+                "a repeated group contains alternatives that can match the same text (like (a|aa)+)"
             )
         for i, left in enumerate(branches):
             for right in branches[i + 1 :]:
@@ -222,7 +221,7 @@ def _body_problem(body: Any) -> str | None:
                         "(like (a|ab|b)*)"
                     )
     for flat in _sequences(body):
-        for (op1, av1), (op2, av2) in zip(flat, flat[1:], strict=False):
+        for (op1, av1), (op2, av2) in pairwise(flat):
             if _variable(op1, av1) and _variable(op2, av2) and _chars(av1[2]) & _chars(av2[2]):
                 return (
                     "a repeated group contains adjacent repetitions over the same characters "
