@@ -42,13 +42,14 @@ def from_files(root: Path, models: Any) -> tuple[list[dict[str, Any]], list[Row]
         data = found.data if isinstance(found.data, dict) else {}
         name = str(data.get("name", found.path.name))
         if found.error is not None:
-            broken.append(Row(name, "-", "-", "definition", FAIL, f"{found.path}: {found.error}"))
+            broken.append(Row(name, "-", "-", "definition", FAIL, f"{found.error} in {found.path}"))
             continue
         try:
             definition = check_definition(data, models=models, require_version=True)
         except PromptAPIError as exc:
-            first = (exc.errors or [{"path": "", "message": exc.detail}])[0]
-            reason = f"{found.path}: {first['path'] or '/'}: {first['message']}"
+            problems = exc.errors or [{"path": "", "message": exc.detail}]
+            more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+            reason = f"{problems[0]['path'] or '/'}: {problems[0]['message']}{more} in {found.path}"
             broken.append(Row(name, data.get("version", "-"), "-", "definition", FAIL, reason))
             continue
         current = newest.get(definition["name"])
@@ -116,7 +117,7 @@ async def run(
     return rows
 
 
-def table(rows: list[Row], width: int = 60) -> str:
+def table(rows: list[Row], width: int = 100) -> str:
     header = ("PROMPT", "VERSION", "EXAMPLE", "CHECK", "RESULT", "REASON")
     cells = [header] + [
         (

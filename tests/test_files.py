@@ -20,10 +20,15 @@ EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "prompts"
 
 
 def run_cli(
-    *args: str, cwd: Path, database_url: str | None = None, prompts_dir: Path | None = None
+    *args: str,
+    cwd: Path,
+    database_url: str | None = None,
+    prompts_dir: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`python -m promptapi ARGS` in a clean environment (no inherited PROMPTAPI_* / OPENAI_*)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMPTAPI_", "OPENAI_"))}
+    env.update(extra_env or {})
     if database_url is not None:
         env["PROMPTAPI_DATABASE_URL"] = database_url
     if prompts_dir is not None:
