@@ -430,6 +430,20 @@ def test_sync_reports_policy_errors_and_warnings_per_file(make_server, tmp_path,
     assert server.admin.get("/admin/v1/prompts/risky").status_code == 404
 
 
+def test_policy_in_force_is_visible_to_the_admin(make_server, tmp_path, fake):
+    server = make_server()
+    body = server.admin.get("/admin/v1/policy").json()
+    assert body["source"] == "built-in defaults"
+    assert body["rules"]["safe-regex"] == {"severity": "error", "allow": []}
+    assert body["rules"]["model-allowlist"] == {"severity": "off", "models": []}
+    policy = write(tmp_path / "policy.yaml", "rules:\n  examples: {severity: error, min: 2}\n")
+    other = make_server(policy_file=policy)
+    body = other.admin.get("/admin/v1/policy").json()
+    assert body["source"] == str(policy)
+    assert body["rules"]["examples"] == {"severity": "error", "min": 2}
+    assert_problem(other.client.get("/admin/v1/policy"), 401, "unauthorized")
+
+
 def test_server_refuses_to_start_with_a_bad_policy_file(make_server, tmp_path):
     policy = write(tmp_path / "policy.yaml", "rules:\n  nonsense: error\n")
     with pytest.raises(Exception, match="unknown rule 'nonsense'"):

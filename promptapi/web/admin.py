@@ -139,6 +139,11 @@ async def sync(request: Request) -> Response:
     return JSON(report.as_dict())
 
 
+async def get_policy(request: Request) -> Response:
+    gateway = _gateway(request)
+    return JSON(gateway.policy.describe())
+
+
 routes = [
     route("/admin/v1/prompts", post=create_prompt, get=list_prompts),
     route("/admin/v1/prompts/{name}", get=get_prompt),
@@ -149,4 +154,5 @@ routes = [
     route("/admin/v1/calls", get=list_calls),
     route("/admin/v1/models", get=list_models),
     route("/admin/v1/sync", post=sync),
+    route("/admin/v1/policy", get=get_policy),
 ]
