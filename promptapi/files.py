@@ -41,6 +41,8 @@ def read(path: Path) -> PromptFile:
         return PromptFile(path, error=f"cannot read: {exc.strerror}")
     except UnicodeDecodeError:
         return PromptFile(path, error="not UTF-8 text")
+    except RecursionError:
+        return PromptFile(path, error="nested too deeply")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

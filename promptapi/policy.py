@@ -253,7 +253,10 @@ def review(
     require_version: bool = False,
     stage: str = PUBLISHED,
 ) -> Review:
-    violations = policy.check(raw, stage=stage)
+    try:
+        violations = policy.check(raw, stage=stage)
+    except RecursionError:
+        violations = []  # check_definition reports the nesting
     try:
         definition = check_definition(raw, models=models, require_version=require_version)
     except DefinitionInvalid as exc:

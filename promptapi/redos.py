@@ -76,7 +76,12 @@ def _atom_chars(op: Any, av: Any) -> frozenset[str]:
         return _ALL - {chr(av)}
     if op is C.ANY:
         return _ALL
-    return _in_set(av)
+    return _set_of(tuple(av))
+
+
+@cache
+def _set_of(items: tuple[tuple[Any, Any], ...]) -> frozenset[str]:
+    return _in_set(items)
 
 
 def _children(op: Any, av: Any) -> list[Any]:

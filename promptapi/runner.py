@@ -101,8 +101,7 @@ async def run(
             except PromptAPIError as exc:
                 rows.append(Row(name, version, label, "call", FAIL, _reason(exc)))
                 continue
-            mock = " (mock)" if envelope.get("mock") else ""
-            rows.append(Row(name, version, label, "call", PASS, f"{envelope['model']}{mock}"))
+            rows.append(Row(name, version, label, "call", PASS, envelope["model"]))
             for result in evaluate(example.get("expect") or {}, envelope["output"]):
                 rows.append(
                     Row(

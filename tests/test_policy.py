@@ -159,6 +159,14 @@ def test_lint_reports_definition_errors_remote_refs_and_yaml_once(tmp_path, caps
     )
 
 
+def test_lint_survives_absurdly_nested_files(tmp_path, capsys):
+    nested = "{anyOf: [" * 2000 + "{}" + "]}" * 2000
+    path = write(tmp_path / "deep.yaml", f"name: deep\nversion: 1\ninput_schema: {nested}\n")
+    code, lines, _ = lint(capsys, str(path))
+    assert code == 1
+    assert lines == [f"{path}: /: [file] nested too deeply (error)"]
+
+
 def test_lint_warnings_pass_unless_strict(tmp_path, capsys):
     path = put(tmp_path, good(description=""))
     code, lines, _ = lint(capsys, str(path))

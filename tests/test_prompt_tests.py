@@ -95,14 +95,14 @@ def test_examples_pass_on_the_mock(env, capsys, tmp_path):
     assert code == 0, lines
     assert lines[0].split() == ["PROMPT", "VERSION", "EXAMPLE", "CHECK", "RESULT", "REASON"]
     assert cells(lines) == [
-        ["sentiment", "1", "#1 happy", "call", "pass", "mock (mock)"],
+        ["sentiment", "1", "#1 happy", "call", "pass", "mock"],
         ["sentiment", "1", "#1 happy", "contains", "pass"],
         ["sentiment", "1", "#1 happy", "schema", "pass"],
         ["sentiment", "1", "#1 happy", "fields /label", "pass"],
-        ["sentiment", "1", "#2", "call", "pass", "mock (mock)"],
+        ["sentiment", "1", "#2", "call", "pass", "mock"],
         ["sentiment", "1", "#2", "equals", "pass"],
         ["sentiment", "1", "#2", "regex", "pass"],
-        ["shout", "1", "#1", "call", "pass", "mock (mock)"],
+        ["shout", "1", "#1", "call", "pass", "mock"],
         ["shout", "1", "#1", "regex", "pass"],
     ]
     assert lines[-1] == "9 passed, 0 failed, 0 skipped"
