@@ -103,6 +103,12 @@ class Gateway:
             report = await self.sync(self.settings.prompts_dir)
             for error in report.errors:
                 log.error("prompt file %s: %s", error["file"], error["detail"])
+            for found in report.warnings:
+                log.warning(
+                    "prompt file %s: %d policy warnings (see `promptapi lint`)",
+                    found["file"],
+                    len(found["warnings"]),
+                )
             return report
         return None
 
