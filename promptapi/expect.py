@@ -19,10 +19,9 @@ from typing import Any
 
 import orjson
 
-from promptapi.prompts import schema_problems
+from promptapi.prompts import MISSING, resolve, schema_problems
 
 ORDER = ("equals", "contains", "regex", "schema", "fields")
-_MISSING = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,18 +38,6 @@ def _text(output: Any) -> str:
 def _short(value: Any, limit: int = 60) -> str:
     text = _text(value) if not isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _at(value: Any, path: str) -> Any:
-    for raw in path.split("/")[1:]:
-        part = raw.replace("~1", "/").replace("~0", "~")
-        if isinstance(value, dict) and part in value:
-            value = value[part]
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return _MISSING
-    return value
 
 
 def evaluate(expect: dict[str, Any], output: Any) -> list[Result]:
@@ -77,8 +64,8 @@ def evaluate(expect: dict[str, Any], output: Any) -> list[Result]:
             results.append(Result(check, not problems, reason))
         else:
             for path, value in wanted.items():
-                got = _at(output, path)
-                if got is _MISSING:
+                got = resolve(output, path)
+                if got is MISSING:
                     results.append(Result(f"fields {path}", False, "no value there"))
                 else:
                     same = got == value

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from promptapi.errors import ConfigError, DefinitionInvalid, PolicyViolation
-from promptapi.prompts import check_definition, pointer
+from promptapi.prompts import MISSING, check_definition, pointer, resolve
 from promptapi.redos import backtracking_problem
 
 SEVERITIES = ("error", "warning")
@@ -126,16 +126,8 @@ def _local(root: dict[str, Any], ref: Any) -> Any:
     """The target of a local `#/...` reference inside `root`, or None."""
     if not isinstance(ref, str) or not ref.startswith("#"):
         return None
-    node: Any = root
-    for part in ref[1:].split("/")[1:] if ref != "#" else []:
-        part = part.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
-    return node
+    found = resolve(root, ref[1:])
+    return None if found is MISSING else found
 
 
 def _finite(schema: Any, root: dict[str, Any], depth: int = 0) -> bool:
@@ -364,13 +356,18 @@ def _closed_input(d: dict[str, Any], options: dict[str, Any], stage: str) -> Fou
         )
 
 
-def _bounded_strings(d: dict[str, Any], options: dict[str, Any], stage: str) -> Found:
+def _typed(d: dict[str, Any], kind: str) -> Iterator[tuple[list[Any], dict[str, Any], Any]]:
+    """(path, subschema, root) for every input subschema that admits `kind`."""
     root = d.get("input_schema")
-    if not isinstance(root, dict):
-        return
-    limit = options["max_length"]
     for path, schema in subschemas(root, ["input_schema"]):
-        if "string" not in _types(schema) or _finite(schema, root):
+        if kind in _types(schema):
+            yield path, schema, root
+
+
+def _bounded_strings(d: dict[str, Any], options: dict[str, Any], stage: str) -> Found:
+    limit = options["max_length"]
+    for path, schema, root in _typed(d, "string"):
+        if _finite(schema, root):
             continue
         bound = schema.get("maxLength")
         if not isinstance(bound, int) or isinstance(bound, bool):
@@ -380,13 +377,8 @@ def _bounded_strings(d: dict[str, Any], options: dict[str, Any], stage: str) -> 
 
 
 def _bounded_arrays(d: dict[str, Any], options: dict[str, Any], stage: str) -> Found:
-    root = d.get("input_schema")
-    if not isinstance(root, dict):
-        return
     limit = options["max_items"]
-    for path, schema in subschemas(root, ["input_schema"]):
-        if "array" not in _types(schema):
-            continue
+    for path, schema, root in _typed(d, "array"):
         bound = schema.get("maxItems")
         if isinstance(bound, int) and not isinstance(bound, bool):
             if limit is not None and bound > limit:

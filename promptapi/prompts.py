@@ -148,6 +148,23 @@ def pointer(parts: Iterable[Any]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
+MISSING: Any = object()
+
+
+def resolve(document: Any, at: str) -> Any:
+    """The value at RFC 6901 pointer `at` (`""` or `"/a/0"`) in `document`, else MISSING."""
+    node = document
+    for raw in at.split("/")[1:]:
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return MISSING
+    return node
+
+
 def _short(message: str, limit: int = 300) -> str:
     return message if len(message) <= limit else message[: limit - 1] + "…"
 
@@ -508,10 +525,12 @@ class Prompt:
 
 __all__ = [
     "FIELDS",
+    "MISSING",
     "NAME_PATTERN",
     "Prompt",
     "canonical_json",
     "check_definition",
     "digest",
     "pointer",
+    "resolve",
 ]

@@ -101,17 +101,20 @@ def _children(op: Any, av: Any) -> list[Any]:
     return []
 
 
-def _chars(seq: Any) -> frozenset[str]:
-    """Every character any part of `seq` can match."""
+def _chars(seq: Any, *, first: bool = False) -> frozenset[str]:
+    """Every character any part of `seq` can match; with `first`, those a match can start
+    with."""
     found: set[str] = set()
     for op, av in seq:
         if op in _ATOMS:
             found |= _atom_chars(op, av)
         elif op is C.GROUPREF:
             return _ALL
-        else:
+        elif not (first and op in (C.ASSERT, C.ASSERT_NOT)):
             for child in _children(op, av):
-                found |= _chars(child)
+                found |= _chars(child, first=first)
+        if first and not _element_nullable(op, av):
+            break
     return frozenset(found)
 
 
@@ -134,24 +137,7 @@ def _element_nullable(op: Any, av: Any) -> bool:
 
 
 def _first(seq: Any) -> frozenset[str]:
-    """The characters a match of `seq` can start with."""
-    found: set[str] = set()
-    for op, av in seq:
-        if op in _ATOMS:
-            found |= _atom_chars(op, av)
-        elif op is C.GROUPREF:
-            return _ALL
-        elif op is C.BRANCH:
-            for branch in av[1]:
-                found |= _first(branch)
-        elif op in (C.ASSERT, C.ASSERT_NOT, C.AT):
-            continue
-        else:
-            for child in _children(op, av):
-                found |= _first(child)
-        if not _element_nullable(op, av):
-            break
-    return frozenset(found)
+    return _chars(seq, first=True)
 
 
 def _variable(op: Any, av: Any) -> bool:
