@@ -265,7 +265,8 @@ def test_flagged_patterns_really_backtrack_and_safe_ones_do_not():
         compiled.search(text)
         return time.perf_counter() - started
 
-    assert seconds("^(a+)+$", "a" * 22 + "!") > 20 * seconds("^(a+)+$", "a" * 12 + "!")
+    small = min(seconds("^(a+)+$", "a" * 12 + "!") for _ in range(3))
+    assert seconds("^(a+)+$", "a" * 20 + "!") > 50 * small  # 2^8 = 256 times the work
     assert seconds("^[a-z0-9]+(-[a-z0-9]+)*$", "a-" * 5000 + "!") < 0.05
 
 
