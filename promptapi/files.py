@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from promptapi.errors import PromptAPIError
-from promptapi.prompts import FIELDS, check_definition, digest
+from promptapi.prompts import FIELDS, check_definition, content_digest
 
 SUFFIXES = (".yaml", ".yml")
 
@@ -94,14 +94,13 @@ class ExportReport:
     conflicts: list[Path] = field(default_factory=list)
 
 
-def content_digest(raw: Any) -> str | None:
-    """The digest sync would store for a file's definition (its version excluded), or None
-    when it is not a valid definition."""
+def file_digest(raw: Any) -> str | None:
+    """The digest sync would store for a file's definition, or None when it is not a valid
+    definition."""
     try:
-        definition = check_definition(raw, require_version=True)
+        return content_digest(check_definition(raw, require_version=True))
     except PromptAPIError:
         return None
-    return digest({k: v for k, v in definition.items() if k != "version"})
 
 
 def export(rows: Iterable[dict[str, Any]], root: Path, *, force: bool = False) -> ExportReport:
@@ -116,7 +115,7 @@ def export(rows: Iterable[dict[str, Any]], root: Path, *, force: bool = False) -
         data = found.data
         if isinstance(data, dict) and "name" in data and "version" in data:
             key = (data["name"], data["version"])
-            present[key] = (found.path, content_digest(data))
+            present[key] = (found.path, file_digest(data))
     for row in rows:
         target = root / row["name"] / f"{row['version']}.yaml"
         existing = present.get((row["name"], row["version"]))

@@ -28,7 +28,7 @@ from promptapi.errors import (
 )
 from promptapi.keys import Caller, KeyCache, hash_secret, new_admin_token, new_key
 from promptapi.policy import PUBLISHED, Policy, review
-from promptapi.prompts import Prompt, digest
+from promptapi.prompts import Prompt, content_digest
 from promptapi.providers import CompletionRequest, Providers, load_models
 from promptapi.registry import Registry, Version
 from promptapi.store import Store, now
@@ -312,9 +312,8 @@ class Gateway:
     ) -> tuple[dict[str, Any], bool]:
         """Store a checked definition (a no-op when identical to what is stored); the digest
         covers the content, not the version number."""
-        content = {k: v for k, v in definition.items() if k != "version"}
         return await self.store.create_version(
-            definition, digest(content), created_by=created_by, state="published"
+            definition, content_digest(definition), created_by=created_by, state="published"
         )
 
     def check(
@@ -332,16 +331,23 @@ class Gateway:
         )
         return found.accepted(), found.warnings
 
-    async def _would_store(self, definition: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """What `_store` would do with a definition that names its version, without writing."""
-        content = {k: v for k, v in definition.items() if k != "version"}
+    async def _would_store(
+        self, definition: dict[str, Any], planned: dict[tuple[str, int], str]
+    ) -> tuple[dict[str, Any], bool]:
+        """What `_store` would do with a definition that names its version, without writing.
+        `planned` holds what this dry run would already have created."""
+        key = (definition["name"], definition["version"])
+        wanted = content_digest(definition)
         try:
-            stored = await self.store.get_version(definition["name"], definition["version"])
+            have = (await self.store.get_version(*key))["digest"]
         except NotFound:
+            have = planned.get(key)
+        if have is None:
+            planned[key] = wanted
             return definition, True
-        if stored["digest"] != digest(content):
-            raise Conflict(f"{definition['name']} version {definition['version']} differs")
-        return stored, False
+        if have != wanted:
+            raise Conflict(f"{key[0]} version {key[1]} differs")
+        return definition, False
 
     async def register(
         self,
@@ -368,6 +374,7 @@ class Gateway:
         """Store new versions from the prompt files under `root`. With `dry_run`, report what
         would be created, unchanged or refused without writing anything."""
         report = SyncReport(dry_run=dry_run)
+        planned: dict[tuple[str, int], str] = {}
         for found in files.read_all(root):
             where = str(found.path)
             if found.error is not None:
@@ -378,7 +385,7 @@ class Gateway:
                 if warnings:
                     report.warnings.append({"file": where, "warnings": warnings})
                 if dry_run:
-                    row, created = await self._would_store(definition)
+                    row, created = await self._would_store(definition, planned)
                 else:
                     row, created = await self._store(definition, created_by)
             except Conflict:

@@ -280,6 +280,11 @@ def digest(definition: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(definition)).hexdigest()
 
 
+def content_digest(definition: Mapping[str, Any]) -> str:
+    """The digest of what a version says, not of its number: what the store compares."""
+    return digest({k: v for k, v in definition.items() if k != "version"})
+
+
 def check_definition(
     raw: Any, *, models: Iterable[str] | None = None, require_version: bool = False
 ) -> dict[str, Any]:
@@ -530,6 +535,7 @@ __all__ = [
     "Prompt",
     "canonical_json",
     "check_definition",
+    "content_digest",
     "digest",
     "pointer",
     "resolve",

@@ -182,6 +182,8 @@ def test_cli_sync_dry_run_writes_nothing(make_server, database_url, tmp_path, mo
     write(prompts / "greet" / "2.yaml", greet_yaml(version=2, greeting="Wave at"))
     write(prompts / "other" / "1.yaml", greet_yaml(name="other"))
     write(prompts / "clash" / "1.yaml", greet_yaml(name="greet", greeting="Changed"))
+    # Sorted after other/1.yaml: the dry run knows it would have created other@1 by then.
+    write(prompts / "zz-other.yaml", greet_yaml(name="other", greeting="Differently"))
     before = stored(database_url)
     revision = query(database_url, "SELECT value FROM revision")
 
@@ -194,9 +196,16 @@ def test_cli_sync_dry_run_writes_nothing(make_server, database_url, tmp_path, mo
     assert f"error      {prompts / 'clash' / '1.yaml'}: greet version 1 is already stored" in (
         captured.err
     )
-    assert "2 to create, 1 unchanged, 1 errors (dry run: nothing was written)" in captured.out
+    assert f"error      {prompts / 'zz-other.yaml'}: other version 1 is already stored" in (
+        captured.err
+    )
+    assert "2 to create, 1 unchanged, 2 errors (dry run: nothing was written)" in captured.out
     assert stored(database_url) == before
     assert query(database_url, "SELECT value FROM revision") == revision
+
+    # The real sync does what the dry run said.
+    assert cli(monkeypatch, database_url, "sync", "--dir", str(prompts)) == 1
+    assert "2 created, 1 unchanged, 2 errors" in capsys.readouterr().out
 
 
 def test_http_sync_dry_run_writes_nothing(make_server, database_url, tmp_path, fake):
