@@ -14,8 +14,11 @@ class PromptAPIError(Exception):
     code: str = "internal_error"
     title: str = "Internal server error"
     description: str = "The server failed to handle the request. The request id is in the log."
-    # The provider's HTTP status when a provider's error answer caused this (never shown to
-    # callers): retries tell 5xx from other 4xx by it.
+    # Set by provider adapters for the router, never shown to callers: worth another attempt
+    # (connect error, 429, 5xx), how long the provider asked us to wait, and the provider's HTTP
+    # status when a provider's answer caused this (retries tell 5xx from other 4xx by it).
+    retryable: bool = False
+    retry_after: float | None = None
     upstream_status: int | None = None
 
     def __init__(
@@ -180,6 +183,16 @@ class ProviderUnavailable(PromptAPIError):
     code = "provider_unavailable"
     title = "No usable model provider"
     description = "The model provider is unreachable, rate-limited or not configured."
+
+
+class CircuitOpen(ProviderUnavailable):
+    code = "circuit_open"
+    title = "The model provider is failing; calls are paused"
+    description = (
+        "Every deployment of this model alias (and of its fallbacks) failed repeatedly, so its "
+        "circuit breaker is open and calls fail at once without reaching the provider. "
+        "`Retry-After` says when the next probe is allowed."
+    )
 
 
 class DeadlineExceeded(PromptAPIError):

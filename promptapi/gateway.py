@@ -23,13 +23,14 @@ from promptapi.errors import (
     Conflict,
     DefinitionInvalid,
     NotFound,
+    OutputInvalid,
     PromptAPIError,
-    ProviderUnavailable,
 )
 from promptapi.keys import Caller, KeyCache, hash_secret, new_admin_token, new_key
 from promptapi.policy import PUBLISHED, Policy, review
 from promptapi.prompts import Prompt, content_digest
-from promptapi.providers import CompletionRequest, Providers, load_models
+from promptapi.providers import Completion, CompletionRequest, Providers, load_models
+from promptapi.providers.router import Route, Router
 from promptapi.registry import Registry, Version
 from promptapi.store import Store, now
 from promptapi.usage import Recorder
@@ -63,6 +64,48 @@ def _call_id() -> str:
     return f"call_{time.time_ns():x}{random.getrandbits(40):010x}"
 
 
+REPAIR_ANSWER_CHARS = 16_000
+REPAIR_ERRORS = 20
+
+
+def _add_usage(usage: dict[str, Any], completion: Completion, route: Route) -> None:
+    usage["input_tokens"] += completion.input_tokens
+    usage["output_tokens"] += completion.output_tokens
+    assert route.config is not None
+    cost = route.config.cost(completion.input_tokens, completion.output_tokens)
+    if cost is not None:
+        usage["cost_usd"] = round((usage["cost_usd"] or 0.0) + cost, 10)
+
+
+def _repair_request(
+    request: CompletionRequest, answer: str, problem: OutputInvalid
+) -> CompletionRequest:
+    """The same request, plus the rejected answer and why it was rejected."""
+    errors = problem.errors or []
+    lines = [
+        f"- {e['path'] or '(the whole answer)'}: {e['message']}" for e in errors[:REPAIR_ERRORS]
+    ]
+    if len(errors) > REPAIR_ERRORS:
+        lines.append(f"- … and {len(errors) - REPAIR_ERRORS} more")
+    feedback = (
+        "Your answer was rejected: it must be JSON that matches the required output schema.\n"
+        "Problems:\n" + "\n".join(lines) + "\n"
+        "Answer again with only the corrected JSON, no other text."
+    )
+    return CompletionRequest(
+        messages=[
+            *request.messages,
+            {"role": "assistant", "content": answer[:REPAIR_ANSWER_CHARS]},
+            {"role": "user", "content": feedback},
+        ],
+        params=request.params,
+        output_schema=request.output_schema,
+        schema_name=request.schema_name,
+        examples=request.examples,
+        input=request.input,
+    )
+
+
 class Gateway:
     def __init__(
         self, settings: Settings, *, store: Store | None = None, providers: Providers | None = None
@@ -78,6 +121,7 @@ class Gateway:
             )
         )
         self.policy = Policy.load(settings.policy_file)
+        self.router = Router(self.providers)
         self.registry = Registry()
         self.keys = KeyCache()
         self.recorder = Recorder(
@@ -239,6 +283,8 @@ class Gateway:
             "cost_usd": None,
             "cached": False,
             "mock": False,
+            "deployment": None,
+            "attempts": 0,
         }
         try:
             prompt = await self._resolve(name, version)
@@ -267,12 +313,6 @@ class Gateway:
     async def _complete(
         self, prompt: Prompt, messages: list[dict[str, str]], data: Any, record: dict[str, Any]
     ) -> dict[str, Any]:
-        config = self.providers.models.get(prompt.model)
-        if config is None:
-            raise ProviderUnavailable(
-                f"Model alias {prompt.model!r} is not configured on this server."
-            )
-        provider = self.providers.get(prompt.model)
         request = CompletionRequest(
             messages=messages,
             params=prompt.params,
@@ -281,28 +321,42 @@ class Gateway:
             examples=prompt.examples,
             input=data,
         )
-        # The provider enforces the deadline on its own I/O (one timer, not two per call).
-        completion = await provider.complete(request)
-        record["model"] = completion.model
-        record["mock"] = completion.mock
-        record["input_tokens"] = completion.input_tokens
-        record["output_tokens"] = completion.output_tokens
-        cost = config.cost(completion.input_tokens, completion.output_tokens)
-        record["cost_usd"] = cost
-        output = prompt.parse_output(completion.text)
+        route = Route()
+        usage = {"input_tokens": 0, "output_tokens": 0, "cost_usd": None}
+        repairs = 0
+        try:
+            while True:
+                completion, route = await self.router.complete(
+                    route.alias or prompt.model, request, route
+                )
+                _add_usage(usage, completion, route)
+                record["model"] = completion.model
+                record["mock"] = completion.mock
+                try:
+                    output = prompt.parse_output(completion.text)
+                    break
+                except OutputInvalid as exc:
+                    if repairs >= prompt.output_repair:
+                        if repairs:
+                            exc.detail += f" (after {repairs} repair attempt{'s' * (repairs > 1)})"
+                        raise
+                    repairs += 1
+                    request = _repair_request(request, completion.text, exc)
+        finally:
+            record["deployment"] = route.deployment
+            record["attempts"] = route.attempts
+            record.update(usage)
         return {
             "id": None,
             "prompt": {"name": prompt.name, "version": prompt.version},
             "model": completion.model,
             "output": output,
-            "usage": {
-                "input_tokens": completion.input_tokens,
-                "output_tokens": completion.output_tokens,
-                "cost_usd": cost,
-            },
+            "usage": usage,
             "cached": False,
             "mock": completion.mock,
             "latency_ms": None,
+            "deployment": route.deployment,
+            "attempts": route.attempts,
         }
 
     # -- admin operations -----------------------------------------------------------------

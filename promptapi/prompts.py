@@ -35,6 +35,7 @@ FIELDS = (
     "params",
     "input_schema",
     "output_schema",
+    "output_repair",
     "messages",
     "examples",
 )
@@ -95,6 +96,8 @@ DEFINITION_SCHEMA: dict[str, Any] = {
         },
         "input_schema": {"type": "object"},
         "output_schema": {"type": ["object", "null"]},
+        # How many times a model answer that fails output_schema is sent back with the problems.
+        "output_repair": {"type": "integer", "minimum": 0, "maximum": 3},
         "messages": {
             "type": "array",
             "minItems": 1,
@@ -396,6 +399,8 @@ def _check_definition(
         "output_schema": output_schema,
         "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
         "examples": list(examples),
+        # Only when given: definitions stored before this field existed keep their digest.
+        **({"output_repair": raw["output_repair"]} if "output_repair" in raw else {}),
     }
 
 
@@ -461,6 +466,7 @@ class Prompt:
         "input_schema",
         "model",
         "name",
+        "output_repair",
         "output_schema",
         "params",
         "version",
@@ -475,6 +481,7 @@ class Prompt:
         self.params: dict[str, Any] = definition.get("params") or {}
         self.input_schema: dict[str, Any] = definition["input_schema"]
         self.output_schema: dict[str, Any] | None = definition.get("output_schema")
+        self.output_repair: int = definition.get("output_repair", 1)
         self.examples: list[dict[str, Any]] = definition.get("examples") or []
         self.digest = digest(definition)
         self._input_validator = _validator(self.input_schema)

@@ -112,6 +112,8 @@ call_records = Table(
     Column("cost_usd", Float, nullable=True),
     Column("cached", Boolean, nullable=False),
     Column("mock", Boolean, nullable=False),
+    Column("deployment", String(128), nullable=True),
+    Column("attempts", Integer, nullable=True),
     Index(None, "prompt_name", "created_at"),
     Index(None, "key_id", "created_at"),
 )

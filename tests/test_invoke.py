@@ -91,12 +91,15 @@ def register(server: Any, definition: dict[str, Any]) -> dict[str, Any]:
     return response.json()
 
 
-def write_models(tmp_path: Path, base_url: str, **timeouts: float) -> Path:
+def write_models(
+    tmp_path: Path, base_url: str, routing: dict[str, Any] | None = None, **timeouts: float
+) -> Path:
     spec: dict[str, Any] = {
         "provider": "openai",
         "model": "gpt-4o-mini",
         "base_url": base_url,
         "api_key_env": KEY_ENV,
+        **(routing or {}),
     }
     if timeouts:
         spec["timeouts"] = timeouts
@@ -170,6 +173,8 @@ def test_call_with_output_schema_returns_parsed_object(server, client, fake):
         "cached",
         "mock",
         "latency_ms",
+        "deployment",
+        "attempts",
     }
     assert body["id"].startswith("call_")
     assert body["prompt"] == {"name": "sentiment", "version": 1}
@@ -179,6 +184,8 @@ def test_call_with_output_schema_returns_parsed_object(server, client, fake):
     assert body["cached"] is False
     assert body["mock"] is False
     assert isinstance(body["latency_ms"], int | float) and body["latency_ms"] >= 0
+    assert body["deployment"] == "default#0"
+    assert body["attempts"] == 1
 
     assert len(fake.requests) == 1
     sent = fake.requests[0]
@@ -435,6 +442,7 @@ def test_upstream_500_is_502_and_leaks_nothing(server, client, fake, caplog):
         client.post("/v1/prompts/sentiment", json={"text": "a"}), 502, "upstream_error"
     )
     assert "500" in body["detail"]
+    assert len(fake.requests) == 3  # the default: 2 retries
     assert "provider error" in caplog.text  # the log was captured
     assert_log_clean(caplog)
 
@@ -511,13 +519,18 @@ def test_upstream_401_is_provider_auth(server, client, fake, caplog):
     assert_log_clean(caplog)
 
 
-def test_upstream_429_is_503_with_retry_after(server, client, fake, caplog):
+def test_upstream_429_is_503_with_retry_after(make_server, fake, tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv(KEY_ENV, UPSTREAM_KEY)
+    # Waiting 7 s would pass the 2 s deadline, so the 429 is answered at once.
+    server = make_server(models_file=write_models(tmp_path, fake.base_url, {"deadline": 2}))
     register(server, SENTIMENT)
     fake.default = Behaviour(status=429, headers={"Retry-After": "7"})
-    response = client.post("/v1/prompts/sentiment", json={"text": "a"})
+    with server.consumer() as client:
+        response = client.post("/v1/prompts/sentiment", json={"text": "a"})
     assert_problem(response, 503, "provider_unavailable")
     assert response.headers["retry-after"] == "7"
+    assert len(fake.requests) == 1
     assert_log_clean(caplog)
 
 
@@ -545,15 +558,15 @@ def test_calls_are_recorded_and_filterable(server, keyed, fake):
     register(server, ECHO)
     fake.then(
         Behaviour(content=POSITIVE, usage=(123, 45)),
-        Behaviour(status=500),
+        Behaviour(status=400),
         Behaviour(content="hi", usage=(5, 3)),
     )
     expected: dict[str, dict[str, Any]] = {}
-    for name, data, status, tokens in [
-        ("sentiment", {"text": "good"}, 200, (123, 45)),
-        ("sentiment", {"text": "bad"}, 502, (0, 0)),
-        ("echo", {"text": "hi"}, 200, (5, 3)),
-        ("echo", {"wrong": 1}, 422, (0, 0)),
+    for name, data, status, tokens, attempts in [
+        ("sentiment", {"text": "good"}, 200, (123, 45), 1),
+        ("sentiment", {"text": "bad"}, 502, (0, 0), 1),
+        ("echo", {"text": "hi"}, 200, (5, 3), 1),
+        ("echo", {"wrong": 1}, 422, (0, 0), 0),
     ]:
         response = consumer.post(f"/v1/prompts/{name}", json=data)
         assert response.status_code == status, response.text
@@ -564,6 +577,8 @@ def test_calls_are_recorded_and_filterable(server, keyed, fake):
             "key_id": key["id"],
             "input_tokens": tokens[0],
             "output_tokens": tokens[1],
+            "attempts": attempts,
+            "deployment": "default#0" if attempts else None,
         }
 
     calls = wait_for_calls(server.admin, lambda found: len(found) >= len(expected))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,10 +15,14 @@ import yaml
 from promptapi.errors import ConfigError, ProviderUnavailable
 from promptapi.providers.anthropic import AnthropicProvider
 from promptapi.providers.base import (
+    Backoff,
+    CircuitConfig,
     Completion,
     CompletionRequest,
+    Deployment,
     ModelConfig,
     Provider,
+    Routing,
     StreamDelta,
     Timeouts,
 )
@@ -51,6 +57,10 @@ _ALIAS_KEYS = {
     "deployment",
     "api_version",
 }
+# Keys of the alias only: how the router calls it. Every other key may be overridden per deployment.
+_ROUTING_KEYS = {"retries", "deadline", "backoff", "fallbacks", "circuit", "deployments"}
+_DEPLOYMENT_KEYS = {"name", "weight"}
+_DEPLOYMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:#@-]{0,127}$")
 
 
 def load_models(
@@ -72,7 +82,7 @@ def load_models(
         if not isinstance(aliases, dict):
             raise ConfigError(f"{models_file}: expected a mapping under 'models:'")
         for alias, spec in aliases.items():
-            models[str(alias)] = _model_config(str(alias), spec, env, models_file)
+            models[str(alias)] = _alias_config(str(alias), spec, env, models_file)
     if "default" not in models:
         if openai_api_key or openai_base_url:
             models["default"] = ModelConfig(
@@ -86,11 +96,178 @@ def load_models(
         else:
             models["default"] = ModelConfig(alias="default", provider="mock", model="mock")
     models.setdefault("mock", ModelConfig(alias="mock", provider="mock", model="mock"))
+    _check_routing(models, models_file)
     return models
 
 
-def _model_config(alias: str, spec: Any, env: Mapping[str, str], source: Path) -> ModelConfig:
+def _alias_config(alias: str, spec: Any, env: Mapping[str, str], source: Path) -> ModelConfig:
+    """An alias: its own fields (the defaults of its deployments) plus how to route calls."""
     where = f"{source}: models.{alias}"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    unknown = set(spec) - _ALIAS_KEYS - _ROUTING_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown keys {sorted(unknown)}; allowed: "
+            f"{sorted(_ALIAS_KEYS | _ROUTING_KEYS)}"
+        )
+    base = {k: v for k, v in spec.items() if k not in _ROUTING_KEYS}
+    raw_deployments = spec.get("deployments")
+    if raw_deployments is None:
+        config = _model_config(alias, base, env, source)
+        deployments: tuple[Deployment, ...] = ()
+    else:
+        if not isinstance(raw_deployments, list) or not raw_deployments:
+            raise ConfigError(f"{where}.deployments: expected a non-empty list of mappings")
+        deployments = tuple(
+            _deployment(alias, i, base, item, env, source) for i, item in enumerate(raw_deployments)
+        )
+        names = [d.name for d in deployments]
+        for name in names:
+            if names.count(name) > 1:
+                raise ConfigError(f"{where}.deployments: the name {name!r} is used twice")
+        # The alias's own fields (shown by /admin/v1/models) are those of its first deployment.
+        config = deployments[0].config
+    routing = Routing(
+        retries=_integer(spec, "retries", where, default=2, low=0, high=10),
+        deadline=_number(spec, "deadline", where, default=60.0, low=0.001, high=3600),
+        backoff=_backoff(spec.get("backoff"), f"{where}.backoff"),
+        fallbacks=_fallbacks(spec.get("fallbacks"), alias, f"{where}.fallbacks"),
+        circuit=_circuit(spec.get("circuit"), f"{where}.circuit"),
+        deployments=deployments,
+    )
+    return dataclasses.replace(config, routing=routing)
+
+
+def _deployment(
+    alias: str, index: int, base: dict[str, Any], item: Any, env: Mapping[str, str], source: Path
+) -> Deployment:
+    where = f"{source}: models.{alias}.deployments[{index}]"
+    if not isinstance(item, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    unknown = set(item) - _ALIAS_KEYS - _DEPLOYMENT_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown keys {sorted(unknown)}; allowed: "
+            f"{sorted(_ALIAS_KEYS | _DEPLOYMENT_KEYS)}"
+        )
+    name = item.get("name", f"{alias}#{index}")
+    if not isinstance(name, str) or not _DEPLOYMENT_NAME.match(name):
+        raise ConfigError(f"{where}.name: 1 to 128 letters, digits and _ . : # @ -, got {name!r}")
+    weight = _number(item, "weight", where, default=1.0, low=None, high=1e6)
+    if weight <= 0:
+        raise ConfigError(f"{where}.weight: must be greater than 0, got {weight}")
+    merged = {**base, **{k: v for k, v in item.items() if k not in _DEPLOYMENT_KEYS}}
+    config = _model_config(alias, merged, env, source, where=where)
+    return Deployment(name=name, weight=weight, config=config)
+
+
+def _check_routing(models: dict[str, ModelConfig], source: Path | None) -> None:
+    seen: dict[str, str] = {}
+    for alias, config in models.items():
+        for fallback in config.routing.fallbacks:
+            if fallback not in models:
+                raise ConfigError(
+                    f"{source}: models.{alias}.fallbacks: unknown model alias {fallback!r}; "
+                    f"configured: {', '.join(sorted(models))}"
+                )
+        for deployment in config.routing.deployments:
+            other = seen.setdefault(deployment.name, alias)
+            if other != alias:
+                raise ConfigError(
+                    f"{source}: models.{alias}.deployments: the name {deployment.name!r} is "
+                    f"already used by alias {other!r}"
+                )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _number(
+    spec: Mapping[str, Any],
+    key: str,
+    where: str,
+    *,
+    default: float,
+    low: float | None,
+    high: float,
+) -> float:
+    value = spec.get(key, default)
+    if not _is_number(value) or value != value or (low is not None and value < low) or value > high:
+        bound = f"at least {low} and " if low is not None else ""
+        raise ConfigError(f"{where}.{key}: expected a number {bound}at most {high}, got {value!r}")
+    return float(value)
+
+
+def _integer(
+    spec: Mapping[str, Any], key: str, where: str, *, default: int, low: int, high: int
+) -> int:
+    value = spec.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"{where}.{key}: expected an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def _mapping(value: Any, where: str, allowed: set[str]) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    unknown = set(value) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+    return value
+
+
+def _backoff(value: Any, where: str) -> Backoff:
+    spec = _mapping(value, where, {"base", "max"})
+    defaults = Backoff()
+    base = _number(spec, "base", where, default=defaults.base, low=0, high=3600)
+    top = _number(spec, "max", where, default=max(defaults.max, base), low=0, high=3600)
+    if top < base:
+        raise ConfigError(f"{where}.max: must be at least base ({base}), got {top}")
+    return Backoff(base=base, max=top)
+
+
+def _circuit(value: Any, where: str) -> CircuitConfig:
+    spec = _mapping(value, where, {"failures", "error_rate", "window", "min_calls", "open_seconds"})
+    defaults = CircuitConfig()
+    rate = spec.get("error_rate")
+    if rate is not None and (not _is_number(rate) or not 0 < rate <= 1):
+        raise ConfigError(
+            f"{where}.error_rate: expected a number above 0 and at most 1, got {rate!r}"
+        )
+    return CircuitConfig(
+        failures=_integer(spec, "failures", where, default=defaults.failures, low=1, high=10_000),
+        error_rate=None if rate is None else float(rate),
+        window=_number(spec, "window", where, default=defaults.window, low=0.001, high=86_400),
+        min_calls=_integer(
+            spec, "min_calls", where, default=defaults.min_calls, low=1, high=1_000_000
+        ),
+        open_seconds=_number(
+            spec, "open_seconds", where, default=defaults.open_seconds, low=0.001, high=86_400
+        ),
+    )
+
+
+def _fallbacks(value: Any, alias: str, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where}: expected a list of model alias names")
+    if alias in value:
+        raise ConfigError(f"{where}: an alias cannot fall back to itself ({alias!r})")
+    for name in value:
+        if value.count(name) > 1:
+            raise ConfigError(f"{where}: {name!r} is listed twice")
+    return tuple(value)
+
+
+def _model_config(
+    alias: str, spec: Any, env: Mapping[str, str], source: Path, *, where: str | None = None
+) -> ModelConfig:
+    where = where or f"{source}: models.{alias}"
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: expected a mapping")
     unknown = set(spec) - _ALIAS_KEYS
@@ -115,8 +292,13 @@ def _model_config(alias: str, spec: Any, env: Mapping[str, str], source: Path) -
     api_key = env.get(key_env) if key_env else None
     if key_env and not api_key:
         log.warning("model alias %r: env var %s is not set", alias, key_env)
-    timeouts = spec.get("timeouts") or {}
-    prices = spec.get("prices") or {}
+    timeouts = _mapping(spec.get("timeouts"), f"{where}.timeouts", {"connect", "read", "deadline"})
+    for key in timeouts:
+        _number(timeouts, key, f"{where}.timeouts", default=0, low=0.001, high=3600)
+    prices = _mapping(spec.get("prices"), f"{where}.prices", {"input", "output"})
+    for key, price in prices.items():
+        if price is not None:
+            _number(prices, key, f"{where}.prices", default=0, low=0, high=1e6)
     structured = spec.get("structured_output", "json_schema")
     modes = {"json_schema", "json_object", "none"}
     if provider == "gemini":
@@ -160,7 +342,7 @@ def _optional_str(value: Any) -> str | None:
 
 
 class Providers:
-    """One provider instance (and so one pooled HTTP client) per model alias."""
+    """One provider instance (and so one pooled HTTP client) per deployment of a model alias."""
 
     def __init__(self, models: dict[str, ModelConfig]) -> None:
         self.models = models
@@ -170,15 +352,21 @@ class Providers:
     def mock_default(self) -> bool:
         return self.models["default"].provider == "mock"
 
+    def config(self, alias: str) -> ModelConfig:
+        config = self.models.get(alias)
+        if config is None:
+            raise ProviderUnavailable(f"Model alias {alias!r} is not configured on this server.")
+        return config
+
     def get(self, alias: str) -> Provider:
-        provider = self._instances.get(alias)
+        """The provider of the alias's first deployment (the router picks among all of them)."""
+        return self.deployment(self.config(alias).deployments[0])
+
+    def deployment(self, deployment: Deployment) -> Provider:
+        provider = self._instances.get(deployment.name)
         if provider is None:
-            config = self.models.get(alias)
-            if config is None:
-                raise ProviderUnavailable(
-                    f"Model alias {alias!r} is not configured on this server."
-                )
-            provider = self._instances[alias] = ADAPTERS[config.provider](config)
+            config = deployment.config
+            provider = self._instances[deployment.name] = ADAPTERS[config.provider](config)
         return provider
 
     async def aclose(self) -> None:
@@ -190,6 +378,7 @@ class Providers:
 __all__ = [
     "Completion",
     "CompletionRequest",
+    "Deployment",
     "ModelConfig",
     "Provider",
     "Providers",

@@ -26,17 +26,14 @@ import orjson
 from promptapi.errors import (
     DeadlineExceeded,
     PromptAPIError,
-    ProviderUnavailable,
-    UpstreamAuthError,
     UpstreamError,
 )
-from promptapi.providers.base import ModelConfig
+from promptapi.providers.base import ModelConfig, retry_after, status_error, unreachable
 
 log = logging.getLogger("promptapi.providers")
 
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 MAX_ERROR_BYTES = 64 * 1024
-OVERLOADED = 529  # Anthropic's "overloaded_error": capacity, not a fault in our request
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
 # What reading an answer of the wrong shape raises (a JSON parser's error, a missing key, ...).
 NOT_AN_ANSWER = (
@@ -206,29 +203,7 @@ class HTTPClient:
             data = None
         info = self.describe_error(data)
         log.warning("provider error: alias=%s status=%s %s", self.alias, resp.status, info.summary)
-        error = self.status_error(resp.status, info, resp.headers.get("Retry-After"))
-        error.upstream_status = resp.status
-        raise error
-
-    def status_error(self, status: int, info: ErrorInfo, retry_after: str | None) -> PromptAPIError:
-        alias = self.alias
-        if status in (401, 403) or info.auth:
-            return UpstreamAuthError(
-                f"The provider for model alias {alias!r} refused the configured credential "
-                f"(HTTP {status})."
-            )
-        if status in (429, OVERLOADED):
-            seconds = parse_retry_after(retry_after)
-            why = "is rate-limiting us" if status == 429 else "is overloaded"
-            return ProviderUnavailable(
-                f"The provider for model alias {alias!r} {why} (HTTP {status}).",
-                headers={"Retry-After": str(seconds)} if seconds is not None else None,
-            )
-        if status >= 500:
-            return UpstreamError(f"The provider for model alias {alias!r} failed (HTTP {status}).")
-        return UpstreamError(
-            f"The provider for model alias {alias!r} refused the request (HTTP {status})."
-        )
+        raise status_error(self.alias, resp.status, retry_after(resp.headers), auth=info.auth)
 
 
 async def read_limited(
@@ -253,23 +228,17 @@ async def read_limited(
     return b"".join(chunks)
 
 
-def parse_retry_after(value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return max(0, min(3600, int(float(value))))
-    except ValueError:
-        return None
-
-
 def transport_error(exc: Exception, alias: str) -> PromptAPIError:
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        log.warning("provider unreachable: alias=%s connect timeout", alias)
+        return unreachable(alias, "did not accept a connection in time")
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return DeadlineExceeded(
             f"The provider for model alias {alias!r} did not answer within its deadline."
         )
     if isinstance(exc, aiohttp.ClientConnectorError):
         log.warning("provider unreachable: alias=%s %s", alias, type(exc).__name__)
-        return ProviderUnavailable(f"The provider for model alias {alias!r} is unreachable.")
+        return unreachable(alias)
     if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
         return UpstreamError(f"The provider for model alias {alias!r} closed the connection early.")
     log.warning("provider transport error: alias=%s %s", alias, type(exc).__name__)

@@ -126,7 +126,7 @@ async def list_calls(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     gateway = _gateway(request)
-    return JSON({"models": [m.public() for m in gateway.providers.models.values()]})
+    return JSON({"models": gateway.router.status()})
 
 
 async def sync(request: Request) -> Response:
