@@ -35,6 +35,7 @@ class Behaviour:
     stream_chunks: list[str] | None = None
     usage: tuple[int, int] = (11, 7)
     model: str = "gpt-4o-mini-2024-07-18"
+    cut_stream_after: int | None = None  # close the connection after this many stream bytes
 
 
 def completion(content: str, *, model: str, usage: tuple[int, int]) -> dict[str, Any]:
@@ -205,6 +206,11 @@ class FakeOpenAI:
             )
             wire += b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n"
         wire += b"data: [DONE]\n\n"
+        if behaviour.cut_stream_after is not None:
+            await response.write(wire[: behaviour.cut_stream_after])
+            assert request.transport is not None
+            request.transport.close()
+            return response
         return await write_split(response, wire, behaviour.trickle)
 
     def add_routes(self, app: web.Application) -> None:
