@@ -87,6 +87,7 @@ class Router:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self._circuits: dict[str, Circuit] = {}
+        self._deployments: dict[str, tuple[tuple[Deployment, Circuit], ...]] = {}
 
     def circuit(self, deployment: Deployment, config: ModelConfig) -> Circuit:
         circuit = self._circuits.get(deployment.name)
@@ -100,11 +101,9 @@ class Router:
         self, alias: str, request: CompletionRequest, route: Route | None = None
     ) -> tuple[Completion, Route]:
         route = Route() if route is None else route
-
-        async def attempt(provider: Provider) -> Completion:
-            return await provider.complete(request)
-
-        completion, _ = await self._call(alias, route, attempt, settle=True)
+        completion, _ = await self._call(
+            alias, route, lambda provider: provider.complete(request), settle=True
+        )
         return completion, route
 
     async def stream(
@@ -194,9 +193,11 @@ class Router:
             route.alias, route.deployment, route.config = alias, deployment.name, deployment.config
             provider = self.providers.deployment(deployment)
             try:
-                result = await self._within_deadline(
-                    route, deployment.config.timeouts.deadline, attempt(provider)
-                )
+                per_attempt = deployment.config.timeouts.deadline
+                if route.deadline - self.clock() + DEADLINE_SLACK >= per_attempt:
+                    result = await attempt(provider)  # the provider's own timer comes first
+                else:
+                    result = await self._within_deadline(route, per_attempt, attempt(provider))
             except PromptAPIError as exc:
                 _settle(circuit, exc)
                 if not exc.retryable or tries > routing.retries:
@@ -243,12 +244,20 @@ class Router:
     def _pick(self, config: ModelConfig, failed: set[str]) -> tuple[Deployment | None, float]:
         """A deployment by weight among those whose circuit lets an attempt through, preferring
         ones that have not failed during this call; else None and the shortest wait."""
-        deployments = config.deployments
+        deployments = self._deployments.get(config.alias)
+        if deployments is None:
+            deployments = self._deployments[config.alias] = tuple(
+                (d, self.circuit(d, config)) for d in config.deployments
+            )
         now = self.clock()
+        if len(deployments) == 1:
+            deployment, circuit = deployments[0]
+            wait = circuit.wait(now)
+            return (None, wait) if wait > 0 else (deployment, 0.0)
         usable: list[Deployment] = []
         soonest = math.inf
-        for deployment in deployments:
-            wait = self.circuit(deployment, config).wait(now)
+        for deployment, circuit in deployments:
+            wait = circuit.wait(now)
             if wait > 0:
                 soonest = min(soonest, wait)
             else:
