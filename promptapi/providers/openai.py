@@ -72,7 +72,9 @@ class OpenAIProvider:
             if text is None:
                 refusal = message.get("refusal")
                 if refusal:
-                    raise UpstreamError("The model refused to answer.", reason="refusal")
+                    error = UpstreamError("The model refused to answer.", reason="refusal")
+                    error.upstream_status = 200  # an answer: no fault of the deployment
+                    raise error
                 text = ""
             usage = data.get("usage") or {}
             return Completion(
