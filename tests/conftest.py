@@ -157,6 +157,21 @@ def gemini(gemini_upstream: FakeGemini) -> Iterator[FakeGemini]:
     )
 
 
+@pytest.fixture(scope="session")
+def upstream_b() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake_b(upstream_b: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    """A second fake upstream on another port: another deployment or another alias."""
+    upstream_b.reset()
+    yield upstream_b
+    assert not upstream_b.violations, f"OpenAI contract violations: {upstream_b.violations}"
+
+
 class Server:
     """A promptapi server on a loopback port, run by uvicorn in a thread."""
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +17,12 @@ import yaml
 
 from promptapi import cli
 from tests.conftest import ECHO, SENTIMENT, UPSTREAM_KEY, Server
-from tests.fakes import Behaviour, FakeOpenAI
+from tests.fakes import Behaviour
 from tests.helpers import assert_problem, error_paths
 from tests.test_invoke import KEY_ENV, POSITIVE, assert_log_clean, register, wait_for_calls
 
 CLOSED_PORT_URL = "http://127.0.0.1:1/v1"
 FAST = {"backoff": {"base": 0.001, "max": 0.005}}
-
-
-@pytest.fixture(scope="module")
-def upstream_b() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def fake_b(upstream_b: FakeOpenAI) -> Iterator[FakeOpenAI]:
-    """A second upstream on another port: another deployment or another alias."""
-    upstream_b.reset()
-    yield upstream_b
-    assert not upstream_b.violations, f"OpenAI contract violations: {upstream_b.violations}"
 
 
 def alias(base_url: str, **fields: Any) -> dict[str, Any]:

@@ -4,7 +4,7 @@ the first delta. The upstreams are the fake OpenAI servers on loopback."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from promptapi.providers.base import CircuitConfig
 from promptapi.providers.circuit import PROBE_WAIT, Circuit
 from promptapi.providers.router import Route, Router
 from tests.conftest import UPSTREAM_KEY
-from tests.fakes import Behaviour, FakeOpenAI
+from tests.fakes import Behaviour
 
 KEY_ENV = "PROMPTAPI_TEST_UPSTREAM_KEY"
 REQUEST = CompletionRequest(messages=[{"role": "user", "content": "hi"}], params={"max_tokens": 5})
@@ -51,20 +51,6 @@ class Highest:
 
     def random(self) -> float:
         return 0.0
-
-
-@pytest.fixture(scope="module")
-def upstream_b() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def fake_b(upstream_b: FakeOpenAI) -> Iterator[FakeOpenAI]:
-    upstream_b.reset()
-    yield upstream_b
-    assert not upstream_b.violations
 
 
 @pytest.fixture

@@ -105,12 +105,7 @@ def _alias_config(alias: str, spec: Any, env: Mapping[str, str], source: Path) -
     where = f"{source}: models.{alias}"
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: expected a mapping")
-    unknown = set(spec) - _ALIAS_KEYS - _ROUTING_KEYS
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown keys {sorted(unknown)}; allowed: "
-            f"{sorted(_ALIAS_KEYS | _ROUTING_KEYS)}"
-        )
+    _mapping(spec, where, _ALIAS_KEYS | _ROUTING_KEYS)
     base = {k: v for k, v in spec.items() if k not in _ROUTING_KEYS}
     raw_deployments = spec.get("deployments")
     if raw_deployments is None:
@@ -145,12 +140,7 @@ def _deployment(
     where = f"{source}: models.{alias}.deployments[{index}]"
     if not isinstance(item, dict):
         raise ConfigError(f"{where}: expected a mapping")
-    unknown = set(item) - _ALIAS_KEYS - _DEPLOYMENT_KEYS
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown keys {sorted(unknown)}; allowed: "
-            f"{sorted(_ALIAS_KEYS | _DEPLOYMENT_KEYS)}"
-        )
+    _mapping(item, where, _ALIAS_KEYS | _DEPLOYMENT_KEYS)
     name = item.get("name", f"{alias}#{index}")
     if not isinstance(name, str) or not _DEPLOYMENT_NAME.match(name):
         raise ConfigError(f"{where}.name: 1 to 128 letters, digits and _ . : # @ -, got {name!r}")
