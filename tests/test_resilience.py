@@ -223,6 +223,18 @@ def test_when_every_fallback_fails_the_primary_error_is_answered(serve, fake):
     assert len(fake.requests) == 1
 
 
+def test_aliases_may_fall_back_to_each_other_without_looping(serve, fake, fake_b):
+    models = {
+        "default": alias(fake.base_url, retries=1, fallbacks=["other"]),
+        "other": alias(fake_b.base_url, retries=1, fallbacks=["default"]),
+    }
+    _, client = serve(models)
+    fake.default = fake_b.default = Behaviour(status=500)
+    assert_problem(call(client), 502, "upstream_error")
+    # Only the called alias's own list is tried: default twice, other twice, and no more.
+    assert (len(fake.requests), len(fake_b.requests)) == (2, 2)
+
+
 def test_a_request_the_provider_refuses_does_not_fall_back(serve, fake, fake_b):
     models = {
         "default": alias(fake.base_url, fallbacks=["backup"]),
@@ -284,6 +296,18 @@ def test_circuit_opens_fails_fast_and_recovers(serve, fake, caplog):
     )
     assert "circuit open: deployment=default#0" in caplog.text
     assert_log_clean(caplog)
+
+
+def test_open_circuit_retry_after_is_the_time_left_open(serve, fake):
+    circuit = {"failures": 1, "open_seconds": 30}
+    server, client = serve({"default": alias(fake.base_url, retries=0, circuit=circuit)})
+    fake.default = Behaviour(status=502)
+    assert_problem(call(client), 502, "upstream_error")
+    response = call(client)
+    assert_problem(response, 503, "circuit_open")
+    assert response.headers["retry-after"] == "30"
+    state = deployments(server, "default")["default#0"]["circuit"]
+    assert 29 < state["retry_after"] <= 30
 
 
 def test_circuit_opens_on_error_rate(serve, fake):

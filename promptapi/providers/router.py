@@ -12,6 +12,7 @@ order with the time that is left. If they fail too, the primary alias's error is
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import time
@@ -36,6 +37,7 @@ from promptapi.providers.base import (
 )
 from promptapi.providers.circuit import Circuit
 
+log = logging.getLogger("promptapi.providers")
 T = TypeVar("T")
 DEADLINE_SLACK = 0.05
 
@@ -163,6 +165,7 @@ class Router:
                 if not _falls_back(exc):
                     raise
                 primary = primary or exc
+                log.info("alias %s gave up (%s); trying its next fallback if any", name, exc.code)
         assert primary is not None
         raise primary
 
@@ -209,6 +212,14 @@ class Router:
                     delay = self.rng.uniform(0, ceiling)
                 if self.clock() + delay >= route.deadline:
                     raise  # no attempt could finish in time: answer now rather than wait
+                log.info(
+                    "retry: alias=%s deployment=%s after=%s upstream_status=%s wait=%.3f s",
+                    alias,
+                    deployment.name,
+                    exc.code,
+                    exc.upstream_status,
+                    delay,
+                )
                 await self.sleep(delay)
             except BaseException:
                 circuit.release()
