@@ -163,7 +163,7 @@ def test_one_deadline_across_attempts_and_waits(serve, fake):
     body = assert_problem(call(client), 504, "deadline_exceeded")
     elapsed = time.monotonic() - started
     assert 0.45 <= elapsed < 0.9
-    assert 3 <= len(fake.requests) <= 4
+    assert 2 <= len(fake.requests) <= 4  # 3 when the machine is idle
     assert "attempts" in body["detail"]
 
 
@@ -174,6 +174,15 @@ def test_a_wait_past_the_deadline_is_not_waited(serve, fake):
     assert_problem(call(client), 502, "upstream_error")
     assert time.monotonic() - started < 0.5
     assert len(fake.requests) == 1
+
+
+def test_a_per_attempt_deadline_alone_bounds_the_whole_call(serve, fake):
+    _, client = serve({"default": alias(fake.base_url, retries=5, timeouts={"deadline": 0.4})})
+    fake.default = Behaviour(status=500, delay=0.15)
+    started = time.monotonic()
+    assert_problem(call(client), 504, "deadline_exceeded")
+    assert time.monotonic() - started < 0.8
+    assert 2 <= len(fake.requests) <= 3
 
 
 def test_timeouts_are_not_retried(serve, fake):
@@ -252,7 +261,7 @@ def test_a_request_the_provider_refuses_does_not_fall_back(serve, fake, fake_b):
 
 def test_circuit_opens_fails_fast_and_recovers(serve, fake, caplog):
     caplog.set_level(logging.DEBUG)
-    circuit = {"failures": 3, "open_seconds": 0.4}
+    circuit = {"failures": 3, "open_seconds": 0.6}
     server, client = serve({"default": alias(fake.base_url, retries=0, circuit=circuit)})
     fake.default = Behaviour(status=500)
     for _ in range(3):
@@ -262,12 +271,12 @@ def test_circuit_opens_fails_fast_and_recovers(serve, fake, caplog):
     assert state["state"] == "open"
     assert state["consecutive_failures"] == 3
     assert state["recent_error_rate"] == 1.0
-    assert 0 < state["retry_after"] <= 0.4
+    assert 0 < state["retry_after"] <= 0.6
 
     # Open: answered at once, without a request upstream.
     started = time.monotonic()
     response = call(client)
-    assert time.monotonic() - started < 0.2
+    assert time.monotonic() - started < 0.3
     assert_problem(response, 503, "circuit_open")
     assert response.headers["retry-after"] == "1"
     assert len(fake.requests) == 3
@@ -275,14 +284,14 @@ def test_circuit_opens_fails_fast_and_recovers(serve, fake, caplog):
     assert (record["status"], record["error_code"], record["attempts"]) == (503, "circuit_open", 0)
 
     # Half-open: one probe goes through; it fails, so the circuit opens again at once.
-    time.sleep(0.45)
+    time.sleep(0.65)
     assert_problem(call(client), 502, "upstream_error")
     assert len(fake.requests) == 4
     assert_problem(call(client), 503, "circuit_open")
     assert len(fake.requests) == 4
 
     # The next probe succeeds and closes the circuit.
-    time.sleep(0.45)
+    time.sleep(0.65)
     fake.default = Behaviour(content="back")
     for _ in range(3):
         response = call(client)

@@ -125,7 +125,11 @@ def _alias_config(alias: str, spec: Any, env: Mapping[str, str], source: Path) -
         config = deployments[0].config
     routing = Routing(
         retries=_integer(spec, "retries", where, default=2, low=0, high=10),
-        deadline=_number(spec, "deadline", where, default=60.0, low=0.001, high=3600),
+        # Before `deadline` existed, timeouts.deadline bounded the whole call: it still does
+        # for a file that sets only that.
+        deadline=_number(
+            spec, "deadline", where, default=config.timeouts.deadline, low=0.001, high=3600
+        ),
         backoff=_backoff(spec.get("backoff"), f"{where}.backoff"),
         fallbacks=_fallbacks(spec.get("fallbacks"), alias, f"{where}.fallbacks"),
         circuit=_circuit(spec.get("circuit"), f"{where}.circuit"),
