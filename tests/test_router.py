@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from promptapi.errors import CircuitOpen, UpstreamError
+from promptapi.errors import CircuitOpen, DeadlineExceeded, UpstreamError
 from promptapi.providers import CompletionRequest, Providers, load_models
 from promptapi.providers.base import CircuitConfig
 from promptapi.providers.circuit import PROBE_WAIT, Circuit
@@ -118,6 +118,17 @@ async def test_a_follow_up_call_shares_the_route_and_its_deadline(make_router, f
         await router.complete("default", REQUEST, route)
     assert route.attempts == 2
     assert router.sleep.waits == []  # the 0.5 s backoff would have reached the deadline
+
+
+async def test_no_attempt_starts_after_the_deadline(make_router, fake):
+    router = make_router({"default": {"base_url": fake.base_url}})
+    route = Route(deadline=router.clock.now)
+    with pytest.raises(DeadlineExceeded):
+        await router.complete("default", REQUEST, route)
+    assert route.attempts == 0
+    assert fake.requests == []
+    [status] = router.status()[0]["deployments"]
+    assert status["circuit"]["recent_attempts"] == 0  # nothing was held against it
 
 
 # -- circuit --------------------------------------------------------------------------------

@@ -183,6 +183,8 @@ class Router:
         failed: set[str] = set()
         tries = 0
         while True:
+            if route.deadline <= self.clock():
+                raise self._deadline(route)
             deployment, wait = self._pick(config, failed)
             if deployment is None:
                 raise CircuitOpen(
@@ -247,10 +249,14 @@ class Router:
         except TimeoutError:
             if asyncio.iscoroutine(work):
                 work.close()
-            raise DeadlineExceeded(
-                f"The call to model alias {route.alias!r} passed its deadline "
-                f"after {route.attempts} attempt{'s' if route.attempts != 1 else ''}."
-            ) from None
+            raise self._deadline(route) from None
+
+    @staticmethod
+    def _deadline(route: Route) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"The call to model alias {route.alias!r} passed its deadline "
+            f"after {route.attempts} attempt{'s' if route.attempts != 1 else ''}."
+        )
 
     def _pick(self, config: ModelConfig, failed: set[str]) -> tuple[Deployment | None, float]:
         """A deployment by weight among those whose circuit lets an attempt through, preferring
