@@ -24,7 +24,8 @@ PRICES = {"claude": (3.0, 15.0), "gemini": (0.3, 2.5), "azure": (0.15, 0.6)}
 @pytest.fixture
 def providers_server(make_server, tmp_path, monkeypatch, anthropic, gemini, fake):
     monkeypatch.setenv(KEY_ENV, UPSTREAM_KEY)
-    common = {"api_key_env": KEY_ENV}
+    # No retries: each provider failure reaches the caller as mapped (retries: test_resilience).
+    common = {"api_key_env": KEY_ENV, "retries": 0}
     models = {
         "claude": {
             "provider": "anthropic",

@@ -17,6 +17,7 @@ import yaml
 
 from promptapi import cli
 from tests.conftest import ECHO, SENTIMENT, UPSTREAM_KEY, Server
+from tests.fake_providers import ProviderBehaviour
 from tests.fakes import Behaviour
 from tests.helpers import assert_problem, error_paths
 from tests.test_invoke import KEY_ENV, POSITIVE, assert_log_clean, register, wait_for_calls
@@ -131,6 +132,28 @@ def test_retry_after_is_honoured(serve, fake):
     assert response.json()["attempts"] == 3
     assert 0.5 <= elapsed < 1.5
     assert len(fake.requests) == 3
+
+
+def test_other_providers_are_retried_the_same_way(serve, anthropic, gemini):
+    models = {
+        "default": alias(anthropic.base_url, provider="anthropic", params={"max_tokens": 50}),
+        "gem": alias(gemini.base_url, provider="gemini"),
+    }
+    gem_echo = {**copy.deepcopy(ECHO), "name": "gem-echo", "model": "gem"}
+    _, client = serve(models, ECHO, gem_echo)
+    anthropic.then(ProviderBehaviour(status=529), ProviderBehaviour(content="from claude"))
+    gemini.then(ProviderBehaviour(status=503), ProviderBehaviour(content="from gemini"))
+    for name, upstream, text in [
+        ("echo", anthropic, "from claude"),
+        ("gem-echo", gemini, "from gemini"),
+    ]:
+        response = call(client, name)
+        assert response.status_code == 200, response.text
+        assert (response.json()["output"], response.json()["attempts"]) == (text, 2)
+        assert len(upstream.requests) == 2
+    anthropic.default = ProviderBehaviour(status=400)
+    assert_problem(call(client), 502, "upstream_error")
+    assert len(anthropic.requests) == 3  # a 400 is not retried
 
 
 def test_429_after_every_retry_is_503_with_retry_after(serve, fake, caplog):

@@ -155,7 +155,9 @@ class AnthropicProvider:
             stop_reason = data.get("stop_reason")
             text = self._answer(blocks, request)
             if stop_reason == "refusal" and not text:
-                raise UpstreamError("The model refused to answer.", reason="refusal")
+                refused = UpstreamError("The model refused to answer.", reason="refusal")
+                refused.upstream_status = 200  # an answer: no fault of the deployment
+                raise refused
             usage = data.get("usage") or {}
             return Completion(
                 text=text,
@@ -259,9 +261,11 @@ class AnthropicProvider:
         error = data.get("error")
         kind = error.get("type") if isinstance(error, dict) else None
         if kind in ("overloaded_error", "rate_limit_error"):
-            return ProviderUnavailable(
+            unavailable = ProviderUnavailable(
                 f"The provider for model alias {alias!r} is overloaded ({info.summary})."
             )
+            unavailable.retryable = True  # the router retries only before the first delta
+            return unavailable
         if info.auth:
             return UpstreamAuthError(
                 f"The provider for model alias {alias!r} refused the configured credential."

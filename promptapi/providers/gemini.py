@@ -350,9 +350,11 @@ class GeminiProvider:
     def _blocked(self, what: str, reason: str) -> UpstreamError:
         alias, reason = self.config.alias, safe(reason)
         log.warning("provider %s: alias=%s reason=%s", what, alias, reason)
-        return UpstreamError(
+        error = UpstreamError(
             f"The provider for model alias {alias!r} {what} ({reason}).", reason="blocked"
         )
+        error.upstream_status = 200  # an answer: no fault of the deployment
+        return error
 
 
 def _usage(data: dict[str, Any]) -> tuple[int, int]:
