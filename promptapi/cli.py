@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from promptapi import __version__, files, prompty, runner
+from promptapi import __version__, diff, files, prompty, runner
 from promptapi.config import Settings
 from promptapi.errors import ConfigError, PromptAPIError
 from promptapi.gateway import Gateway
@@ -320,12 +320,29 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     async def run(gateway: Gateway) -> int:
         await gateway.store.ensure_schema(migrate=settings.auto_migrate)
         if args.action == "create":
-            plaintext, key = await gateway.create_key(args.name, ["*"])
+            plaintext, key = await gateway.create_key(
+                args.name, ["*"], allow_drafts=args.allow_drafts, actor="cli"
+            )
             _print_json({**key, "key": plaintext})
         elif args.action == "list":
             _print_json(await gateway.store.list_keys())
         else:
-            _print_json(await gateway.revoke_key(args.key_id))
+            _print_json(await gateway.revoke_key(args.key_id, actor="cli"))
+        return 0
+
+    return asyncio.run(_with_gateway(settings, run))
+
+
+def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
+    async def run(gateway: Gateway) -> int:
+        await gateway.store.ensure_schema(migrate=settings.auto_migrate)
+        old = await gateway.store.get_version(args.name, args.old)
+        new = await gateway.store.get_version(args.name, args.new)
+        result = diff.versions(args.name, old, new)
+        if args.json:
+            _print_json(result)
+        else:
+            print(diff.render(result))
         return 0
 
     return asyncio.run(_with_gateway(settings, run))
@@ -427,10 +444,20 @@ def parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="action", required=True)
     create = keys_sub.add_parser("create")
     create.add_argument("name")
+    create.add_argument(
+        "--allow-drafts", action="store_true", help="the key may call draft versions"
+    )
     keys_sub.add_parser("list")
     revoke = keys_sub.add_parser("revoke")
     revoke.add_argument("key_id")
     keys.set_defaults(func=cmd_keys)
+
+    diff_ = sub.add_parser("diff", help="what changed between two stored versions of a prompt")
+    diff_.add_argument("name")
+    diff_.add_argument("old", type=int, metavar="FROM")
+    diff_.add_argument("new", type=int, metavar="TO")
+    diff_.add_argument("--json", action="store_true", help="print the structured diff as JSON")
+    diff_.set_defaults(func=cmd_diff)
 
     token = sub.add_parser("admin-token", help="replace the generated admin token")
     token_sub = token.add_subparsers(dest="action", required=True)

@@ -36,6 +36,7 @@ class Settings:
     auto_migrate: bool = True
     sync_on_start: bool = True
     refresh_interval: float = 1.0
+    default_state: str = "published"
     record_batch_size: int = 500
     record_flush_interval: float = 0.5
     log_level: str = "info"

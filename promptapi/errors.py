@@ -102,6 +102,44 @@ class Gone(PromptAPIError):
     description = "The resource existed but has been retired."
 
 
+class TransitionRefused(Conflict):
+    code = "transition_refused"
+    title = "Lifecycle transition not allowed"
+    description = (
+        "The version's current state does not allow this transition. `state` is the current "
+        "state and `allowed` lists the transitions it does allow (retired is final)."
+    )
+
+
+class LabelRefused(Conflict):
+    code = "label_refused"
+    title = "Label cannot point at this version"
+    description = (
+        "A label may not point at a retired version, and `production` may not point at a "
+        "draft; `state` is the version's state."
+    )
+
+
+class VersionRetired(Gone):
+    code = "version_retired"
+    title = "Prompt version retired"
+    description = (
+        "This version of the prompt has been retired and is no longer served. `successor` names "
+        'the version to call instead (also in the `Link` header, rel="successor-version").'
+    )
+
+    def __init__(self, name: str, version: int, successor: int | None) -> None:
+        url = f"/v1/prompts/{name}/versions/{successor}" if successor is not None else None
+        instead = f"; call version {successor} instead ({url})" if url else ""
+        super().__init__(
+            f"Version {version} of prompt {name!r} is retired{instead}.",
+            headers={"Link": f'<{url}>; rel="successor-version"'} if url else None,
+            version=version,
+            successor=successor,
+            successor_url=url,
+        )
+
+
 class PayloadTooLarge(PromptAPIError):
     status = 413
     code = "payload_too_large"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from promptapi import files
+from promptapi import diff, files, lifecycle
 from promptapi.config import Settings
 from promptapi.errors import (
     ConfigError,
@@ -48,6 +48,7 @@ class SyncReport:
     errors: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)
     dry_run: bool = False
+    labels: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +57,7 @@ class SyncReport:
             "errors": self.errors,
             "warnings": self.warnings,
             "dry_run": self.dry_run,
+            "labels": self.labels,
         }
 
 
@@ -110,6 +112,11 @@ class Gateway:
     def __init__(
         self, settings: Settings, *, store: Store | None = None, providers: Providers | None = None
     ) -> None:
+        if settings.default_state not in lifecycle.INITIAL_STATES:
+            raise ConfigError(
+                f"PROMPTAPI_DEFAULT_STATE must be one of {', '.join(lifecycle.INITIAL_STATES)}, "
+                f"not {settings.default_state!r}"
+            )
         self.settings = settings
         self.store = store or Store(settings.database_url)
         self.providers = providers or Providers(
@@ -187,7 +194,12 @@ class Gateway:
             return
         token = new_admin_token()
         if (
-            await self.store.set_meta(ADMIN_TOKEN_META, hash_secret(token), only_if_absent=True)
+            await self.store.set_meta(
+                ADMIN_TOKEN_META,
+                hash_secret(token),
+                only_if_absent=True,
+                audit=("system", "admin_token.create", "admin_token"),
+            )
             and announce
         ):
             # Printed once, never logged: only its hash is kept.
@@ -198,9 +210,13 @@ class Gateway:
                 flush=True,
             )
 
-    async def reset_admin_token(self) -> str:
+    async def reset_admin_token(self, *, actor: str = "cli") -> str:
         token = new_admin_token()
-        await self.store.set_meta(ADMIN_TOKEN_META, hash_secret(token))
+        await self.store.set_meta(
+            ADMIN_TOKEN_META,
+            hash_secret(token),
+            audit=(actor, "admin_token.reset", "admin_token"),
+        )
         return token
 
     async def refresh(self, *, force: bool = False) -> bool:
@@ -210,8 +226,16 @@ class Gateway:
             if current == self._revision and not force:
                 return False
             self._revision = current
-            for row in await self.store.versions_after(self.registry.last_row_id):
-                self.registry.add(row)
+            # Every version's lifecycle columns (small: no definitions) whenever the revision
+            # moved; definitions only for versions this process does not hold yet. Row ids are
+            # not a safe high-water mark: on PostgreSQL a lower id can commit after a higher one.
+            lifecycles = await self.store.lifecycles()
+            missing = self.registry.missing(lifecycles)
+            if missing:
+                for row in await self.store.versions_by_ids(missing):
+                    self.registry.add(row)
+            self.registry.apply_lifecycles(lifecycles)
+            self.registry.replace_labels(await self.store.labels())
             self.keys.replace(await self.store.active_keys())
             if not self.settings.admin_token:
                 stored = await self.store.get_meta(ADMIN_TOKEN_META)
@@ -240,13 +264,15 @@ class Gateway:
             found = self.keys.check(token)
         return found
 
-    async def _resolve(self, name: str, version: int | None) -> Prompt:
+    async def _resolve(
+        self, name: str, version: int | None, label: str | None = None, *, drafts: bool = False
+    ) -> Prompt:
         try:
-            return self.registry.resolve(name, version)
+            return self.registry.lookup(name, version, label=label, drafts=drafts).prompt
         except NotFound:
             if not await self.refresh_on_miss():
                 raise
-        return self.registry.resolve(name, version)
+        return self.registry.lookup(name, version, label=label, drafts=drafts).prompt
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -266,6 +292,7 @@ class Gateway:
         caller: Caller,
         version: int | None = None,
         request_id: str | None = None,
+        label: str | None = None,
     ) -> dict[str, Any]:
         started = time.perf_counter()
         record: dict[str, Any] = {
@@ -287,7 +314,7 @@ class Gateway:
             "attempts": 0,
         }
         try:
-            prompt = await self._resolve(name, version)
+            prompt = await self._resolve(name, version, label, drafts=caller.drafts)
             record["prompt_version"] = prompt.version
             record["model_alias"] = prompt.model
             prompt.validate_input(data)
@@ -362,13 +389,28 @@ class Gateway:
     # -- admin operations -----------------------------------------------------------------
 
     async def _store(
-        self, definition: dict[str, Any], created_by: str | None
+        self,
+        definition: dict[str, Any],
+        created_by: str | None,
+        *,
+        state: str | None = None,
+        labels: list[str] | tuple[str, ...] = (),
     ) -> tuple[dict[str, Any], bool]:
-        """Store a checked definition (a no-op when identical to what is stored); the digest
-        covers the content, not the version number."""
-        return await self.store.create_version(
-            definition, content_digest(definition), created_by=created_by, state="published"
+        """Store a checked definition (a no-op when identical to what is stored) and move
+        `labels` to it; the digest covers the content, not the version number, state or labels."""
+        row, created = await self.store.create_version(
+            definition,
+            content_digest(definition),
+            created_by=created_by,
+            state=state or self.settings.default_state,
+            labels=labels,
         )
+        if created or self.registry.get(row["name"], row["version"]) is None:
+            # An identical version made by another process may not have reached this one yet.
+            self.registry.add(row)
+        for moved in row["labels_moved"]:
+            self.registry.move_label(row["name"], moved["label"], moved["to"])
+        return row, created
 
     def check(
         self, raw: Any, *, require_version: bool = False, stage: str = PUBLISHED
@@ -384,6 +426,11 @@ class Gateway:
             stage=stage,
         )
         return found.accepted(), found.warnings
+
+    def _initial_state(self, raw: Any) -> str:
+        """The state a new version starts in: its own `state`, else PROMPTAPI_DEFAULT_STATE."""
+        state = raw.get("state") if isinstance(raw, dict) else None
+        return state if state in lifecycle.INITIAL_STATES else self.settings.default_state
 
     async def _would_store(
         self, definition: dict[str, Any], planned: dict[tuple[str, int], str]
@@ -410,73 +457,171 @@ class Gateway:
         created_by: str | None,
         warnings: list[dict[str, str]] | None = None,
     ) -> tuple[Version, bool]:
-        """Register a version. Policy warnings are appended to `warnings` when given."""
-        definition, found = self.check(raw)
+        """Register a version, checked against the policy for the state it starts in. Policy
+        warnings are appended to `warnings` when given."""
+        state = self._initial_state(raw)
+        definition, found = self.check(raw, stage=state)
         if warnings is not None:
             warnings.extend(found)
-        row, created = await self._store(definition, created_by)
-        version = self.registry.add(row) if created else None
-        if version is None:
-            version = next(
-                v for v in self.registry.versions(row["name"]) if v.prompt.version == row["version"]
+        async with self._state_lock:
+            row, created = await self._store(
+                definition, created_by, state=state, labels=raw.get("labels") or ()
             )
+        version = self.registry.get(row["name"], row["version"])
+        assert version is not None
         return version, created
 
     async def sync(
         self, root: Path, *, created_by: str = "sync", dry_run: bool = False
     ) -> SyncReport:
-        """Store new versions from the prompt files under `root`. With `dry_run`, report what
-        would be created, unchanged or refused without writing anything."""
+        """Store new versions from the prompt files under `root` and move the labels they
+        declare. With `dry_run`, report what would be created, unchanged or refused without
+        writing anything (label moves are not predicted)."""
         report = SyncReport(dry_run=dry_run)
         planned: dict[tuple[str, int], str] = {}
-        for found in files.read_all(root):
+        found_files = files.read_all(root)
+        clashes = _label_clashes(found_files)
+        for found in found_files:
             where = str(found.path)
             if found.error is not None:
                 report.errors.append({"file": where, "detail": found.error})
                 continue
             try:
-                definition, warnings = self.check(found.data, require_version=True)
+                state = self._initial_state(found.data)
+                definition, warnings = self.check(found.data, require_version=True, stage=state)
                 if warnings:
                     report.warnings.append({"file": where, "warnings": warnings})
+                labels = [str(x) for x in found.data.get("labels") or ()]
+                for label in [x for x in labels if (definition["name"], x) in clashes]:
+                    labels.remove(label)
+                    others = [f for f in clashes[(definition["name"], label)] if f != where]
+                    report.errors.append(
+                        {
+                            "file": where,
+                            "detail": (
+                                f"label {label!r} of {definition['name']} is also declared by "
+                                f"{', '.join(others)}; a label points at one version, so "
+                                "declare it in one file (not moved)"
+                            ),
+                        }
+                    )
                 if dry_run:
                     row, created = await self._would_store(definition, planned)
                 else:
-                    row, created = await self._store(definition, created_by)
-            except Conflict:
-                report.errors.append(
-                    {
-                        "file": where,
-                        "detail": (
-                            f"{definition['name']} version {definition['version']} is already stored "
-                            "with different content; versions are immutable, so give the change a "
-                            "new version number (e.g. a new file)"
-                        ),
-                    }
-                )
+                    async with self._state_lock:
+                        row, created = await self._store(
+                            definition, created_by, state=state, labels=labels
+                        )
+            except Conflict as exc:
+                detail = exc.detail
+                if exc.code == "conflict":
+                    detail = (
+                        f"{definition['name']} version {definition['version']} is already stored "
+                        "with different content; versions are immutable, so give the change a "
+                        "new version number (e.g. a new file)"
+                    )
+                report.errors.append({"file": where, "detail": detail})
                 continue
             except DefinitionInvalid as exc:
                 report.errors.append({"file": where, "detail": exc.detail, "errors": exc.errors})
                 continue
             label = f"{row['name']}@{row['version']}"
-            if created:
-                if not dry_run:
-                    self.registry.add(row)
-                report.created.append(label)
-            else:
-                report.unchanged.append(label)
+            (report.created if created else report.unchanged).append(label)
+            for moved in row.get("labels_moved", ()):
+                report.labels.append(f"{row['name']}:{moved['label']} -> {moved['to']}")
+        if not dry_run and (report.created or report.labels or report.errors):
+            await self.store.audit(
+                created_by,
+                "sync.run",
+                f"sync:{root}",
+                after={
+                    "created": report.created,
+                    "labels": report.labels,
+                    "errors": len(report.errors),
+                },
+            )
         return report
 
-    async def create_key(self, name: str, scopes: list[str]) -> tuple[str, dict[str, Any]]:
+    # -- lifecycle and labels -------------------------------------------------------------
+
+    async def transition(
+        self, name: str, number: int, action: str, body: dict[str, Any], *, actor: str
+    ) -> Version:
+        if action == "publish":
+            # A published version must meet the policy for published versions (e.g. examples).
+            known = self.registry.get(name, number)
+            definition = (
+                known.prompt.definition
+                if known is not None
+                else (await self.store.get_version(name, number))["definition"]
+            )
+            self.check(definition, stage=PUBLISHED)
+        async with self._state_lock:
+            row = await self.store.transition(name, number, action, body, actor=actor)
+            version = self.registry.add(row)
+        if version is None:
+            raise NotFound(f"Prompt {name!r} has no version {number}.")
+        return version
+
+    async def set_label(self, name: str, label: str, number: int, *, actor: str) -> dict[str, Any]:
+        async with self._state_lock:
+            result = await self.store.set_label(name, label, number, actor=actor)
+            self.registry.move_label(name, label, number)
+        return result
+
+    async def delete_label(self, name: str, label: str, *, actor: str) -> dict[str, Any]:
+        async with self._state_lock:
+            result = await self.store.delete_label(name, label, actor=actor)
+            self.registry.remove_label(name, label)
+        return result
+
+    def diff(self, name: str, old: int, new: int) -> dict[str, Any]:
+        """What changed between two stored versions (from memory)."""
+        found = []
+        for number in (old, new):
+            version = self.registry.get(name, number)
+            if version is None:
+                self.registry.versions(name)  # 404 for an unknown prompt
+                raise NotFound(f"Prompt {name!r} has no version {number}.")
+            found.append(version)
+        before, after = (
+            {"version": v.prompt.version, "state": v.state, "definition": v.prompt.definition}
+            for v in found
+        )
+        return diff.versions(name, before, after)
+
+    async def create_key(
+        self, name: str, scopes: list[str], *, allow_drafts: bool = False, actor: str = "admin"
+    ) -> tuple[str, dict[str, Any]]:
         plaintext, key_id, prefix, key_hash = new_key()
         async with self._state_lock:
             key = await self.store.create_key(
-                key_id=key_id, name=name, prefix=prefix, key_hash=key_hash, scopes=scopes
+                key_id=key_id,
+                name=name,
+                prefix=prefix,
+                key_hash=key_hash,
+                scopes=scopes,
+                allow_drafts=allow_drafts,
+                actor=actor,
             )
             self.keys.add(key_hash, key)
         return plaintext, key
 
-    async def revoke_key(self, key_id: str) -> dict[str, Any]:
+    async def revoke_key(self, key_id: str, *, actor: str = "admin") -> dict[str, Any]:
         async with self._state_lock:
-            key = await self.store.revoke_key(key_id)
+            key = await self.store.revoke_key(key_id, actor=actor)
             self.keys.remove(key_id)
         return key
+
+
+def _label_clashes(found: list[files.PromptFile]) -> dict[tuple[str, str], list[str]]:
+    """(prompt, label) declared by more than one file -> those files."""
+    claims: dict[tuple[str, str], list[str]] = {}
+    for item in found:
+        data = item.data
+        if not isinstance(data, dict) or not isinstance(data.get("labels"), list):
+            continue
+        for label in data["labels"]:
+            if isinstance(label, str):
+                claims.setdefault((str(data.get("name")), label), []).append(str(item.path))
+    return {key: paths for key, paths in claims.items() if len(paths) > 1}

@@ -34,6 +34,21 @@ class Caller:
     name: str
     admin: bool = False
     scopes: tuple[str, ...] = field(default=("*",))
+    allow_drafts: bool = False
+
+    @property
+    def drafts(self) -> bool:
+        """May call draft versions: the admin, or a key created with allow_drafts."""
+        return self.admin or self.allow_drafts
+
+
+def _caller(key: dict) -> Caller:
+    return Caller(
+        key_id=key["id"],
+        name=key["name"],
+        scopes=tuple(key["scopes"]),
+        allow_drafts=bool(key.get("allow_drafts")),
+    )
 
 
 ANONYMOUS = Caller(key_id=None, name="anonymous")
@@ -48,15 +63,10 @@ class KeyCache:
         self._admin_hash: str | None = None
 
     def replace(self, active: list[tuple[str, dict]]) -> None:
-        self._by_hash = {
-            key_hash: Caller(key_id=k["id"], name=k["name"], scopes=tuple(k["scopes"]))
-            for key_hash, k in active
-        }
+        self._by_hash = {key_hash: _caller(k) for key_hash, k in active}
 
     def add(self, key_hash: str, key: dict) -> None:
-        self._by_hash[key_hash] = Caller(
-            key_id=key["id"], name=key["name"], scopes=tuple(key["scopes"])
-        )
+        self._by_hash[key_hash] = _caller(key)
 
     def remove(self, key_id: str) -> None:
         self._by_hash = {h: c for h, c in self._by_hash.items() if c.key_id != key_id}

@@ -111,6 +111,16 @@ DEFINITION_SCHEMA: dict[str, Any] = {
                 },
             },
         },
+        # Not part of the version's content (nor of its digest): the state a new version
+        # starts in and the labels to move to it. Read by the gateway, dropped from the
+        # normalised definition.
+        "state": {"enum": ["draft", "published"]},
+        "labels": {
+            "type": "array",
+            "items": {"type": "string", "pattern": NAME_PATTERN},
+            "uniqueItems": True,
+            "maxItems": 20,
+        },
         "examples": {
             "type": "array",
             "items": {

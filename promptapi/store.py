@@ -31,7 +31,9 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    delete,
     event,
+    false,
     insert,
     select,
     update,
@@ -45,7 +47,8 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from promptapi.errors import ConfigError, Conflict, NotFound
+from promptapi import lifecycle
+from promptapi.errors import ConfigError, Conflict, InputInvalid, NotFound
 
 log = logging.getLogger("promptapi.store")
 
@@ -78,7 +81,39 @@ prompt_versions = Table(
     Column("state", String(16), nullable=False),
     Column("created_at", TS, nullable=False),
     Column("created_by", String(64), nullable=True),
+    Column("state_changed_at", TS, nullable=True),
+    Column("state_changed_by", String(64), nullable=True),
+    Column("deprecated_at", TS, nullable=True),
+    Column("sunset_at", TS, nullable=True),
+    Column("successor", Integer, nullable=True),
     UniqueConstraint("prompt_id", "version"),
+)
+
+prompt_labels = Table(
+    "prompt_labels",
+    metadata,
+    Column("prompt_id", Integer, ForeignKey("prompts.id"), primary_key=True),
+    Column("label", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("updated_by", String(64), nullable=True),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("created_at", TS, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(200), nullable=False),
+    Column("prompt", String(64), nullable=True),
+    Column("before", JSON, nullable=True),
+    Column("after", JSON, nullable=True),
+    Index(None, "action", "id"),
+    Index(None, "actor", "id"),
+    Index(None, "prompt", "id"),
+    Index(None, "created_at"),
 )
 
 api_keys = Table(
@@ -91,6 +126,7 @@ api_keys = Table(
     Column("scopes", JSON, nullable=False),
     Column("created_at", TS, nullable=False),
     Column("revoked_at", TS, nullable=True),
+    Column("allow_drafts", Boolean, nullable=False, server_default=false()),
 )
 
 call_records = Table(
@@ -311,26 +347,35 @@ class Store:
     # -- prompt versions ------------------------------------------------------------------
 
     async def create_version(
-        self, definition: dict[str, Any], content_digest: str, *, created_by: str | None, state: str
+        self,
+        definition: dict[str, Any],
+        content_digest: str,
+        *,
+        created_by: str | None,
+        state: str,
+        labels: Iterable[str] = (),
     ) -> tuple[dict[str, Any], bool]:
-        """Store a version. Returns (stored definition + metadata, created?).
+        """Store a version and move `labels` to it, in one transaction with their audit
+        records. Returns (stored definition + metadata, created?); the row's `labels_moved`
+        lists the labels that changed.
 
         An explicit version that exists with the same content is a no-op; with other content
         it is a Conflict. Without a version, the next number is assigned, unless the newest
         version already has this exact content (then that one is returned).
         """
         explicit = definition.get("version") is not None
+        actor = created_by or "unknown"
+        name = definition["name"]
         for _ in range(10):
             try:
                 async with self.transaction() as conn:
-                    prompt_id = await self._prompt_id(conn, definition["name"])
+                    prompt_id, new_prompt = await self._prompt_id(conn, name)
+                    row: dict[str, Any] | None = None
                     if explicit:
-                        existing = await self._version_row(conn, prompt_id, definition["version"])
-                        if existing is not None:
-                            if existing["digest"] == content_digest:
-                                return existing, False
+                        row = await self._version_row(conn, prompt_id, definition["version"])
+                        if row is not None and row["digest"] != content_digest:
                             raise Conflict(
-                                f"{definition['name']} version {definition['version']} already exists "
+                                f"{name} version {definition['version']} already exists "
                                 "with different content; versions are immutable, register a new version.",
                                 errors=[{"path": "/version", "message": "version already exists"}],
                             )
@@ -338,49 +383,99 @@ class Store:
                     else:
                         newest = await self._newest_row(conn, prompt_id)
                         if newest is not None and newest["digest"] == content_digest:
-                            return newest, False
+                            row = newest
                         number = (newest["version"] if newest else 0) + 1
-                    stored = {**definition, "version": number}
-                    created_at = now()
-                    await conn.execute(
-                        insert(prompt_versions).values(
-                            prompt_id=prompt_id,
-                            version=number,
-                            definition=orjson.dumps(stored).decode(),
-                            digest=content_digest,
+                    created = row is None
+                    if row is None:
+                        row = await self._insert_version(
+                            conn,
+                            prompt_id,
+                            {**definition, "version": number},
+                            content_digest,
                             state=state,
-                            created_at=created_at,
                             created_by=created_by,
                         )
-                    )
-                    await self._bump(conn)
-                    row = {
-                        "definition": stored,
-                        "digest": content_digest,
-                        "state": state,
-                        "created_at": iso(created_at),
-                        "created_by": created_by,
-                        "version": number,
-                        "name": definition["name"],
-                    }
-                    return row, True
+                        await self._audit(
+                            conn,
+                            actor,
+                            "prompt.create" if new_prompt else "version.create",
+                            f"{name}@{number}",
+                            prompt=name,
+                            after={"version": number, "state": state, "digest": content_digest},
+                        )
+                    moved = []
+                    for label in labels:
+                        change = await self._move_label(
+                            conn, prompt_id, name, label, row["version"], row["state"], actor
+                        )
+                        if change is not None:
+                            moved.append(change)
+                    if created or moved:
+                        await self._bump(conn)
+                    return {**row, "labels_moved": moved}, created
             except IntegrityError:
                 # Another writer took the name or number first; look again.
                 await asyncio.sleep(0)
                 continue
-        raise Conflict(
-            f"Could not register {definition['name']}: too many concurrent writers; retry."
+        raise Conflict(f"Could not register {name}: too many concurrent writers; retry.")
+
+    async def _insert_version(
+        self,
+        conn: AsyncConnection,
+        prompt_id: int,
+        stored: dict[str, Any],
+        content_digest: str,
+        *,
+        state: str,
+        created_by: str | None,
+    ) -> dict[str, Any]:
+        created_at = now()
+        values = {
+            "prompt_id": prompt_id,
+            "version": stored["version"],
+            "definition": orjson.dumps(stored).decode(),
+            "digest": content_digest,
+            "state": state,
+            "created_at": created_at,
+            "created_by": created_by,
+            "state_changed_at": created_at,
+            "state_changed_by": created_by,
+        }
+        result = await conn.execute(insert(prompt_versions).values(**values))
+        return self._version_dict(
+            SimpleNamespace(
+                **values,
+                id=result.inserted_primary_key[0],
+                name=stored["name"],
+                deprecated_at=None,
+                sunset_at=None,
+                successor=None,
+            ),
+            definition=stored,
         )
 
-    async def _prompt_id(self, conn: AsyncConnection, name: str) -> int:
-        """The prompt's id, locking its row until the transaction ends: writers of versions of
-        one prompt take turns (PostgreSQL; SQLite writers are serialised already)."""
-        locked = select(prompts.c.id).where(prompts.c.name == name).with_for_update()
-        found = await conn.scalar(locked)
+    async def _find_prompt(self, conn: AsyncConnection, name: str) -> int | None:
+        """The prompt's id, locking its row until the transaction ends: writers to one prompt
+        (versions, transitions, labels) take turns (PostgreSQL; SQLite writers are serialised
+        already)."""
+        found = await conn.scalar(
+            select(prompts.c.id).where(prompts.c.name == name).with_for_update()
+        )
+        return int(found) if found is not None else None
+
+    async def _existing_prompt(self, conn: AsyncConnection, name: str) -> int:
+        found = await self._find_prompt(conn, name)
+        if found is None:
+            raise NotFound(f"No prompt named {name!r}.")
+        return found
+
+    async def _prompt_id(self, conn: AsyncConnection, name: str) -> tuple[int, bool]:
+        """(the prompt's id, created now?), locked as in `_find_prompt`."""
+        found = await self._find_prompt(conn, name)
         if found is not None:
-            return int(found)
+            return found, False
         result = await conn.execute(insert(prompts).values(name=name, created_at=now()))
-        return int(result.inserted_primary_key[0])
+        return int(result.inserted_primary_key[0]), True
 
     _version_columns = (
         prompts.c.name,
@@ -391,17 +486,33 @@ class Store:
         prompt_versions.c.state,
         prompt_versions.c.created_at,
         prompt_versions.c.created_by,
+        prompt_versions.c.state_changed_at,
+        prompt_versions.c.state_changed_by,
+        prompt_versions.c.deprecated_at,
+        prompt_versions.c.sunset_at,
+        prompt_versions.c.successor,
     )
 
     @staticmethod
-    def _version_dict(row: Any) -> dict[str, Any]:
+    def _lifecycle_dict(row: Any) -> dict[str, Any]:
         return {
-            "row_id": row.id,
             "name": row.name,
             "version": row.version,
-            "definition": orjson.loads(row.definition),
-            "digest": row.digest,
             "state": row.state,
+            "state_changed_at": iso(row.state_changed_at),
+            "state_changed_by": row.state_changed_by,
+            "deprecated_at": iso(row.deprecated_at),
+            "sunset": iso(row.sunset_at),
+            "successor": row.successor,
+        }
+
+    @classmethod
+    def _version_dict(cls, row: Any, definition: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            **cls._lifecycle_dict(row),
+            "row_id": row.id,
+            "definition": definition if definition is not None else orjson.loads(row.definition),
+            "digest": row.digest,
             "created_at": iso(row.created_at),
             "created_by": row.created_by,
         }
@@ -436,11 +547,16 @@ class Store:
 
     async def versions_after(self, row_id: int) -> list[dict[str, Any]]:
         """Every stored version with a row id above `row_id`, oldest first."""
+        return await self._versions_where(prompt_versions.c.id > row_id)
+
+    async def versions_by_ids(self, row_ids: list[int]) -> list[dict[str, Any]]:
+        """The stored versions with these row ids, oldest first."""
+        return await self._versions_where(prompt_versions.c.id.in_(row_ids))
+
+    async def _versions_where(self, condition: Any) -> list[dict[str, Any]]:
         async with self.transaction() as conn:
             rows = await conn.execute(
-                self._versions_query()
-                .where(prompt_versions.c.id > row_id)
-                .order_by(prompt_versions.c.id)
+                self._versions_query().where(condition).order_by(prompt_versions.c.id)
             )
             return [self._version_dict(r) for r in rows]
 
@@ -457,6 +573,261 @@ class Store:
             raise NotFound(f"No version {number} of prompt {name!r}.")
         return self._version_dict(row)
 
+    # -- lifecycle and labels -------------------------------------------------------------
+
+    async def transition(
+        self, name: str, number: int, action: str, body: dict[str, Any], *, actor: str
+    ) -> dict[str, Any]:
+        """Apply a lifecycle action to one version under the prompt's row lock, with its audit
+        record; the rules are in `lifecycle.plan`."""
+        async with self.transaction() as conn:
+            prompt_id = await self._existing_prompt(conn, name)
+            row = (
+                await conn.execute(
+                    self._versions_query().where(
+                        prompt_versions.c.prompt_id == prompt_id,
+                        prompt_versions.c.version == number,
+                    )
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"Prompt {name!r} has no version {number}.")
+            stamp = now()
+            change = lifecycle.plan(
+                name=name,
+                version=number,
+                action=action,
+                current={
+                    "state": row.state,
+                    "deprecated_at": _utc(row.deprecated_at),
+                    "sunset_at": _utc(row.sunset_at),
+                    "successor": row.successor,
+                },
+                states=await self._states(conn, prompt_id),
+                labels=await self._labels_of(conn, prompt_id),
+                body=body,
+                at=stamp,
+            )
+            await conn.execute(
+                update(prompt_versions)
+                .where(prompt_versions.c.id == row.id)
+                .values(
+                    state=change.state,
+                    deprecated_at=change.deprecated_at,
+                    sunset_at=change.sunset_at,
+                    successor=change.successor,
+                    state_changed_at=stamp,
+                    state_changed_by=actor,
+                )
+            )
+            before = self._lifecycle_dict(row)
+            await self._audit(
+                conn,
+                actor,
+                f"version.{action}",
+                f"{name}@{number}",
+                prompt=name,
+                before={k: before[k] for k in ("state", "deprecated_at", "sunset", "successor")},
+                after=change.as_dict(),
+            )
+            await self._bump(conn)
+            updated = await self._version_row(conn, prompt_id, number)
+        assert updated is not None
+        return updated
+
+    async def _states(self, conn: AsyncConnection, prompt_id: int) -> dict[int, str]:
+        rows = await conn.execute(
+            select(prompt_versions.c.version, prompt_versions.c.state).where(
+                prompt_versions.c.prompt_id == prompt_id
+            )
+        )
+        return {r.version: r.state for r in rows}
+
+    async def _labels_of(self, conn: AsyncConnection, prompt_id: int) -> dict[str, int]:
+        rows = await conn.execute(
+            select(prompt_labels.c.label, prompt_labels.c.version).where(
+                prompt_labels.c.prompt_id == prompt_id
+            )
+        )
+        return {r.label: r.version for r in rows}
+
+    async def _move_label(
+        self,
+        conn: AsyncConnection,
+        prompt_id: int,
+        name: str,
+        label: str,
+        number: int,
+        state: str,
+        actor: str,
+    ) -> dict[str, Any] | None:
+        """Point `label` at `number` (one row per prompt and label) with its audit record;
+        None when it already points there."""
+        lifecycle.check_label(name, label, number, state)
+        where = (prompt_labels.c.prompt_id == prompt_id, prompt_labels.c.label == label)
+        previous = await conn.scalar(select(prompt_labels.c.version).where(*where))
+        if previous == number:
+            return None
+        values = {"version": number, "updated_at": now(), "updated_by": actor}
+        if previous is None:
+            await conn.execute(
+                insert(prompt_labels).values(prompt_id=prompt_id, label=label, **values)
+            )
+        else:
+            await conn.execute(update(prompt_labels).where(*where).values(**values))
+        await self._audit(
+            conn,
+            actor,
+            "label.move",
+            f"{name}:{label}",
+            prompt=name,
+            before={"version": previous} if previous is not None else None,
+            after={"version": number},
+        )
+        return {"label": label, "from": previous, "to": number}
+
+    async def set_label(self, name: str, label: str, number: int, *, actor: str) -> dict[str, Any]:
+        async with self.transaction() as conn:
+            prompt_id = await self._existing_prompt(conn, name)
+            states = await self._states(conn, prompt_id)
+            if number not in states:
+                raise InputInvalid(
+                    f"Prompt {name!r} has no version {number}.",
+                    errors=[{"path": "/version", "message": f"{name!r} has no version {number}"}],
+                )
+            moved = await self._move_label(
+                conn, prompt_id, name, label, number, states[number], actor
+            )
+            if moved is not None:
+                await self._bump(conn)
+        return {
+            "name": name,
+            "label": label,
+            "version": number,
+            "previous": moved["from"] if moved is not None else number,
+            "changed": moved is not None,
+        }
+
+    async def delete_label(self, name: str, label: str, *, actor: str) -> dict[str, Any]:
+        async with self.transaction() as conn:
+            prompt_id = await self._existing_prompt(conn, name)
+            where = (prompt_labels.c.prompt_id == prompt_id, prompt_labels.c.label == label)
+            previous = await conn.scalar(select(prompt_labels.c.version).where(*where))
+            if previous is None:
+                raise NotFound(f"Prompt {name!r} has no label {label!r}.")
+            await conn.execute(delete(prompt_labels).where(*where))
+            await self._audit(
+                conn,
+                actor,
+                "label.delete",
+                f"{name}:{label}",
+                prompt=name,
+                before={"version": previous},
+            )
+            await self._bump(conn)
+        return {"name": name, "label": label, "version": previous}
+
+    async def lifecycles(self) -> list[dict[str, Any]]:
+        """The lifecycle columns of every version (no definitions): what a refresh re-reads."""
+        query = select(
+            prompt_versions.c.id,
+            prompts.c.name,
+            prompt_versions.c.version,
+            prompt_versions.c.state,
+            prompt_versions.c.state_changed_at,
+            prompt_versions.c.state_changed_by,
+            prompt_versions.c.deprecated_at,
+            prompt_versions.c.sunset_at,
+            prompt_versions.c.successor,
+        ).join(prompts, prompts.c.id == prompt_versions.c.prompt_id)
+        async with self.transaction() as conn:
+            return [{**self._lifecycle_dict(r), "row_id": r.id} for r in await conn.execute(query)]
+
+    async def labels(self) -> list[tuple[str, str, int]]:
+        """(prompt name, label, version) for every label."""
+        query = select(prompts.c.name, prompt_labels.c.label, prompt_labels.c.version).join(
+            prompts, prompts.c.id == prompt_labels.c.prompt_id
+        )
+        async with self.transaction() as conn:
+            return [(r.name, r.label, r.version) for r in await conn.execute(query)]
+
+    # -- audit log --------------------------------------------------------------------------
+
+    @staticmethod
+    async def _audit(
+        conn: AsyncConnection,
+        actor: str,
+        action: str,
+        target: str,
+        *,
+        prompt: str | None = None,
+        before: Any = None,
+        after: Any = None,
+    ) -> None:
+        """One audit record, written in the caller's transaction: it commits with the change
+        or not at all. Never pass secrets or hashes here."""
+        await conn.execute(
+            insert(audit_log).values(
+                created_at=now(),
+                actor=actor[:64],
+                action=action,
+                target=target[:200],
+                prompt=prompt,
+                before=before,
+                after=after,
+            )
+        )
+
+    async def audit(self, actor: str, action: str, target: str, **fields: Any) -> None:
+        """An audit record in a transaction of its own (`_audit` takes the same fields)."""
+        async with self.transaction() as conn:
+            await self._audit(conn, actor, action, target, **fields)
+
+    async def list_audit(
+        self,
+        *,
+        limit: int = 100,
+        cursor: int | None = None,
+        action: str | None = None,
+        actor: str | None = None,
+        target: str | None = None,
+        prompt: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """Newest first, `limit` at a time; returns (records, cursor for the next page)."""
+        query = select(audit_log).order_by(audit_log.c.id.desc())
+        if cursor is not None:
+            query = query.where(audit_log.c.id < cursor)
+        for column, value in (
+            (audit_log.c.action, action),
+            (audit_log.c.actor, actor),
+            (audit_log.c.target, target),
+            (audit_log.c.prompt, prompt),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if since is not None:
+            query = query.where(audit_log.c.created_at >= since)
+        if until is not None:
+            query = query.where(audit_log.c.created_at < until)
+        async with self.transaction() as conn:
+            rows = list(await conn.execute(query.limit(limit + 1)))
+        records = [
+            {
+                "id": r.id,
+                "at": iso(r.created_at),
+                "actor": r.actor,
+                "action": r.action,
+                "target": r.target,
+                "prompt": r.prompt,
+                "before": r.before,
+                "after": r.after,
+            }
+            for r in rows[:limit]
+        ]
+        return records, (records[-1]["id"] if len(rows) > limit else None)
+
     # -- API keys -------------------------------------------------------------------------
 
     @staticmethod
@@ -468,10 +839,19 @@ class Store:
             "scopes": row.scopes,
             "created_at": iso(row.created_at),
             "revoked_at": iso(row.revoked_at),
+            "allow_drafts": bool(row.allow_drafts),
         }
 
     async def create_key(
-        self, *, key_id: str, name: str, prefix: str, key_hash: str, scopes: list[str]
+        self,
+        *,
+        key_id: str,
+        name: str,
+        prefix: str,
+        key_hash: str,
+        scopes: list[str],
+        allow_drafts: bool = False,
+        actor: str = "admin",
     ) -> dict[str, Any]:
         values = {
             "id": key_id,
@@ -481,11 +861,20 @@ class Store:
             "scopes": scopes,
             "created_at": now(),
             "revoked_at": None,
+            "allow_drafts": allow_drafts,
         }
+        key = self._key_dict(SimpleNamespace(**values))
         async with self.transaction() as conn:
             await conn.execute(insert(api_keys).values(**values))
+            await self._audit(
+                conn,
+                actor,
+                "key.create",
+                f"key:{key_id}",
+                after={k: key[k] for k in ("name", "prefix", "scopes", "allow_drafts")},
+            )
             await self._bump(conn)
-        return self._key_dict(SimpleNamespace(**values))
+        return key
 
     async def list_keys(self) -> list[dict[str, Any]]:
         async with self.transaction() as conn:
@@ -501,14 +890,23 @@ class Store:
             raise NotFound(f"No API key with id {key_id!r}.")
         return self._key_dict(row)
 
-    async def revoke_key(self, key_id: str) -> dict[str, Any]:
+    async def revoke_key(self, key_id: str, *, actor: str = "admin") -> dict[str, Any]:
         async with self.transaction() as conn:
             row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
             if row is None:
                 raise NotFound(f"No API key with id {key_id!r}.")
             if row.revoked_at is None:
+                stamp = now()
                 await conn.execute(
-                    update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=now())
+                    update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=stamp)
+                )
+                await self._audit(
+                    conn,
+                    actor,
+                    "key.revoke",
+                    f"key:{key_id}",
+                    before={"name": row.name, "revoked_at": None},
+                    after={"name": row.name, "revoked_at": iso(stamp)},
                 )
                 await self._bump(conn)
             row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
@@ -526,8 +924,17 @@ class Store:
         async with self.transaction() as conn:
             return await conn.scalar(select(meta.c.value).where(meta.c.key == key))
 
-    async def set_meta(self, key: str, value: str, *, only_if_absent: bool = False) -> bool:
-        """Returns False when only_if_absent and the key was already set."""
+    async def set_meta(
+        self,
+        key: str,
+        value: str,
+        *,
+        only_if_absent: bool = False,
+        audit: tuple[str, str, str] | None = None,
+    ) -> bool:
+        """Returns False when only_if_absent and the key was already set. `audit` is
+        (actor, action, target) for the audit record of this change; the value is never
+        recorded."""
         try:
             async with self.transaction() as conn:
                 exists = await conn.scalar(select(meta.c.key).where(meta.c.key == key))
@@ -537,6 +944,8 @@ class Store:
                     await conn.execute(update(meta).where(meta.c.key == key).values(value=value))
                 else:
                     await conn.execute(insert(meta).values(key=key, value=value))
+                if audit is not None:
+                    await self._audit(conn, *audit)
                 await self._bump(conn)
         except IntegrityError:
             return False

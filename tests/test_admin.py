@@ -58,6 +58,13 @@ def test_admin_routes_need_the_admin_token(server, fake):
         ("GET", "/admin/v1/calls", None),
         ("GET", "/admin/v1/models", None),
         ("POST", "/admin/v1/sync", None),
+        ("POST", "/admin/v1/prompts/sentiment/versions/1/publish", None),
+        ("POST", "/admin/v1/prompts/sentiment/versions/1/deprecate", None),
+        ("POST", "/admin/v1/prompts/sentiment/versions/1/retire", None),
+        ("PUT", "/admin/v1/prompts/sentiment/labels/production", {"version": 1}),
+        ("DELETE", "/admin/v1/prompts/sentiment/labels/production", None),
+        ("GET", "/admin/v1/prompts/sentiment/diff?from=1&to=1", None),
+        ("GET", "/admin/v1/audit", None),
     ]
     credentials: list[tuple[dict[str, str], int]] = [
         ({}, 401),
@@ -83,6 +90,8 @@ def test_admin_routes_need_the_admin_token(server, fake):
     assert [v["version"] for v in prompts[0]["versions"]] == [1]
     keys = server.admin.get("/admin/v1/keys").json()["keys"]
     assert [(k["id"], k["revoked_at"]) for k in keys] == [(key_id, None)]
+    assert prompts[0]["versions"][0]["state"] == "published"
+    assert prompts[0]["labels"] == {}
     # ... and the admin token does what the others could not.
     synced = server.admin.post("/admin/v1/sync")
     assert synced.status_code == 200, synced.text

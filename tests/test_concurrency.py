@@ -166,3 +166,153 @@ def test_new_keys_and_prompts_work_at_once_on_another_server(make_server, fake):
     with httpx.Client(base_url=b.url, headers={"Authorization": "Bearer pk_nope"}) as client:
         for _ in range(5):
             assert client.post("/v1/prompts/echo", json={"text": "x"}).status_code == 401
+
+
+# -- lifecycle, labels and versions under concurrent admins (issue 4) ---------------------
+
+# The rules, written out independently of promptapi.lifecycle.
+RULES = {
+    "draft": {"publish": "published", "retire": "retired"},
+    "published": {"deprecate": "deprecated", "retire": "retired"},
+    "deprecated": {"publish": "published", "deprecate": "deprecated", "retire": "retired"},
+    "retired": {},
+}
+
+
+async def send_all(
+    requests: list[tuple[str, str, str, Any]], headers: dict[str, str]
+) -> list[httpx.Response]:
+    """(base url, method, path, JSON body) all at once, each on its own connection."""
+    limits = httpx.Limits(max_connections=len(requests), max_keepalive_connections=len(requests))
+    async with httpx.AsyncClient(headers=headers, timeout=60, limits=limits) as client:
+        return list(
+            await asyncio.gather(
+                *(client.request(m, url + path, json=body) for url, m, path, body in requests)
+            )
+        )
+
+
+def audit_records(server: Server, **params: Any) -> list[dict[str, Any]]:
+    """Matching audit records, oldest first."""
+    response = server.admin.get("/admin/v1/audit", params={"limit": 1000, **params})
+    assert response.status_code == 200, response.text
+    return list(reversed(response.json()["records"]))
+
+
+def two_servers_with_versions(make_server: Any, count: int) -> tuple[Server, Server]:
+    a, b = make_server(), make_server()
+    for i in range(count):
+        body = {**ECHO, "messages": [{"role": "user", "content": f"V{i}: {{{{ text }}}}"}]}
+        assert a.admin.post("/admin/v1/prompts", json=body).status_code == 201
+    return a, b
+
+
+def test_concurrent_registrations_on_two_servers_get_distinct_audited_versions(
+    make_server, database_url
+):
+    a, b = make_server(), make_server()
+    bodies = [{**ECHO, "description": f"Variant {i}."} for i in range(WRITERS)]
+    requests = [
+        ((a, b)[i % 2].url, "POST", "/admin/v1/prompts", body) for i, body in enumerate(bodies)
+    ]
+    responses = asyncio.run(send_all(requests, dict(a.admin.headers)))
+    assert [r.status_code for r in responses] == [201] * WRITERS, [r.text for r in responses]
+    versions = sorted(r.json()["version"] for r in responses)
+    assert versions == list(range(1, WRITERS + 1))
+    for body, response in zip(bodies, responses, strict=True):
+        assert response.json()["definition"]["description"] == body["description"]
+    records = audit_records(a, prompt="echo")
+    assert sorted(r["target"] for r in records) == sorted(f"echo@{v}" for v in versions)
+    assert [r["action"] for r in records] == ["prompt.create"] + ["version.create"] * (WRITERS - 1)
+    stored = query(database_url, "SELECT version, digest FROM prompt_versions")
+    assert sorted(row[0] for row in stored) == versions
+    assert len({row[1] for row in stored}) == WRITERS  # no merged content
+    # Both servers end up holding every version, even those whose row ids committed out of order.
+    for server in (a, b):
+        eventually(
+            lambda s=server: (
+                [v["version"] for v in s.admin.get("/admin/v1/prompts/echo").json()["versions"]]
+                == versions
+            ),
+            what="every version on both servers",
+        )
+
+
+def test_concurrent_label_moves_leave_one_pointer_and_an_unbroken_audit_chain(
+    make_server, database_url, fake
+):
+    a, b = two_servers_with_versions(make_server, 5)
+    moves = 30
+    requests = [
+        (
+            (a, b)[i % 2].url,
+            "PUT",
+            "/admin/v1/prompts/echo/labels/production",
+            {"version": i % 5 + 1},
+        )
+        for i in range(moves)
+    ]
+    responses = asyncio.run(send_all(requests, dict(a.admin.headers)))
+    assert [r.status_code for r in responses] == [200] * moves, [r.text for r in responses]
+
+    rows = query(database_url, "SELECT label, version FROM prompt_labels")
+    assert len(rows) == 1 and rows[0][0] == "production"
+    final = rows[0][1]
+    records = audit_records(a, target="echo:production")
+    changed = [r.json() for r in responses if r.json()["changed"]]
+    assert len(records) == len(changed) >= 1
+    # Each move saw the one before it: a serial history, nothing lost.
+    pointer = None
+    for record in records:
+        assert record["action"] == "label.move"
+        assert (record["before"] or {}).get("version") == pointer
+        pointer = record["after"]["version"]
+    assert pointer == final
+    assert sorted((c["previous"] or 0, c["version"]) for c in changed) == sorted(
+        ((r["before"] or {}).get("version", 0), r["after"]["version"]) for r in records
+    )
+    for server in (a, b):
+        with server.consumer() as client:
+            eventually(
+                lambda c=client: (
+                    c.post("/v1/prompts/echo", json={"text": "x"}).json()["prompt"]["version"]
+                    == final
+                ),
+                what="both servers following the final production label",
+            )
+
+
+def test_concurrent_transitions_of_one_version_follow_the_rules(make_server, database_url):
+    a, b = two_servers_with_versions(make_server, 2)
+    actions = ["publish", "deprecate", "retire"] * 8
+    requests = [
+        ((a, b)[i % 2].url, "POST", f"/admin/v1/prompts/echo/versions/1/{action}", None)
+        for i, action in enumerate(actions)
+    ]
+    responses = asyncio.run(send_all(requests, dict(a.admin.headers)))
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 409}, [r.text for r in responses]
+    retired = [r for r, action in zip(responses, actions, strict=True) if action == "retire"]
+    assert [r.status_code for r in retired].count(200) == 1
+    for response, action in zip(responses, actions, strict=True):
+        if response.status_code == 409:
+            problem = response.json()
+            assert problem["code"] == "transition_refused"
+            assert action not in RULES[problem["state"]]
+            assert problem["allowed"] == sorted(RULES[problem["state"]])
+
+    # Replaying the audit log through the rules gives the stored state: no retired version
+    # was ever published again, and every successful request is in the log once.
+    records = [r for r in audit_records(a, target="echo@1") if r["action"] != "prompt.create"]
+    assert len(records) == statuses.count(200)
+    state = "published"
+    for record in records:
+        action = record["action"].removeprefix("version.")
+        assert record["before"]["state"] == state
+        assert action in RULES[state], (state, action)
+        state = RULES[state][action]
+        assert record["after"]["state"] == state
+    assert state == "retired"
+    assert query(database_url, "SELECT state FROM prompt_versions WHERE version = 1") == [
+        ("retired",)
+    ]

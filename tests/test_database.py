@@ -21,7 +21,16 @@ from tests.conftest import ADMIN_TOKEN, ECHO, Server
 from tests.helpers import eventually, query
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = {"prompts", "prompt_versions", "api_keys", "call_records", "meta", "revision"}
+TABLES = {
+    "prompts",
+    "prompt_versions",
+    "api_keys",
+    "call_records",
+    "meta",
+    "revision",
+    "prompt_labels",
+    "audit_log",
+}
 REVISION_LINE = re.compile(r"current: (\S+)\s+head: (\S+)")
 ADMIN_TOKEN_RE = re.compile(r"pa_[A-Za-z0-9_-]{20,}")
 

@@ -1,16 +1,32 @@
-"""The admin API under /admin/v1/: prompts and versions, keys, call logs, models, sync."""
+"""The admin API under /admin/v1/: prompts and versions, lifecycle, labels, diff, keys, call
+logs, audit log, models, sync."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from promptapi.errors import InputInvalid, NotFound
+from promptapi import lifecycle
+from promptapi.errors import InputInvalid, MalformedRequest, NotFound
 from promptapi.gateway import Gateway
+from promptapi.prompts import NAME_PATTERN
 from promptapi.web import auth, views
-from promptapi.web.http import JSON, query_bool, query_int, read_json, route
+from promptapi.web.http import (
+    JSON,
+    query_bool,
+    query_int,
+    read_json,
+    read_optional_json,
+    route,
+)
+
+ACTOR = "admin"  # who the audit log names for changes made with the admin credential
+_LABEL = re.compile(NAME_PATTERN)
+MAX_VERSION = 2**31 - 1
 
 
 def _gateway(request: Request) -> Gateway:
@@ -21,8 +37,11 @@ def _gateway(request: Request) -> Gateway:
 
 async def _register(request: Request, gateway: Gateway, raw: Any) -> Response:
     warnings: list[dict[str, str]] = []
-    version, created = await gateway.register(raw, created_by="admin", warnings=warnings)
-    body = {**views.version_detail(version), "warnings": warnings}
+    version, created = await gateway.register(raw, created_by=ACTOR, warnings=warnings)
+    body = {
+        **views.version_detail(version, gateway.registry.labels(version.prompt.name)),
+        "warnings": warnings,
+    }
     location = f"/admin/v1/prompts/{body['name']}/versions/{body['version']}"
     return JSON(body, status_code=201 if created else 200, headers={"Location": location})
 
@@ -49,12 +68,14 @@ async def create_version(request: Request) -> Response:
 async def list_prompts(request: Request) -> Response:
     gateway = _gateway(request)
     registry = gateway.registry
-    return JSON({"prompts": [views.detail(registry, name) for name in registry.names()]})
+    return JSON(
+        {"prompts": [views.detail(registry, name, drafts=True) for name in registry.all_names()]}
+    )
 
 
 async def get_prompt(request: Request) -> Response:
     gateway = _gateway(request)
-    return JSON(views.detail(gateway.registry, request.path_params["name"]))
+    return JSON(views.detail(gateway.registry, request.path_params["name"], drafts=True))
 
 
 async def get_version(request: Request) -> Response:
@@ -62,11 +83,84 @@ async def get_version(request: Request) -> Response:
     name, number = request.path_params["name"], request.path_params["version"]
     for version in gateway.registry.versions(name):
         if version.prompt.version == number:
-            return JSON(views.version_detail(version))
+            return JSON(views.version_detail(version, gateway.registry.labels(name)))
     raise NotFound(f"Prompt {name!r} has no version {number}.")
 
 
-def _key_request(raw: Any) -> tuple[str, list[str]]:
+def _transition(action: str) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        gateway = _gateway(request)
+        name, number = request.path_params["name"], request.path_params["version"]
+        raw = await read_optional_json(request, gateway.settings.max_body_bytes)
+        body = lifecycle.parse_body(action, raw)
+        version = await gateway.transition(name, number, action, body, actor=ACTOR)
+        return JSON(views.version_detail(version, gateway.registry.labels(name)))
+
+    endpoint.__name__ = action
+    return endpoint
+
+
+def _label_param(request: Request) -> str:
+    label = request.path_params["label"]
+    if not _LABEL.match(label):
+        raise MalformedRequest(
+            f"{label[:80]!r} is not a label name.",
+            errors=[
+                {
+                    "path": "{label}",
+                    "message": "a label is 1-64 lowercase letters, digits, - and _ "
+                    "(starting and ending with a letter or digit)",
+                }
+            ],
+        )
+    return label
+
+
+async def put_label(request: Request) -> Response:
+    gateway = _gateway(request)
+    label = _label_param(request)
+    raw = await read_json(request, gateway.settings.max_body_bytes)
+    number = raw.get("version") if isinstance(raw, dict) else None
+    errors = []
+    if not isinstance(raw, dict):
+        errors.append({"path": "", "message": "expected an object with a version"})
+    else:
+        if (
+            isinstance(number, bool)
+            or not isinstance(number, int)
+            or not 1 <= number <= MAX_VERSION
+        ):
+            errors.append({"path": "/version", "message": "a version number (>= 1) is required"})
+        errors.extend(
+            {"path": f"/{extra}", "message": f"unexpected property '{extra}'"}
+            for extra in sorted(set(raw) - {"version"})
+        )
+    if errors:
+        raise InputInvalid(f"The label request has {len(errors)} problem(s).", errors=errors)
+    name = request.path_params["name"]
+    return JSON(await gateway.set_label(name, label, number, actor=ACTOR))  # type: ignore[arg-type]
+
+
+async def delete_label(request: Request) -> Response:
+    gateway = _gateway(request)
+    label = _label_param(request)
+    return JSON(await gateway.delete_label(request.path_params["name"], label, actor=ACTOR))
+
+
+async def diff(request: Request) -> Response:
+    gateway = _gateway(request)
+    for needed in ("from", "to"):
+        if needed not in request.query_params:
+            raise MalformedRequest(
+                f"Query parameter {needed!r} is required.",
+                errors=[{"path": f"?{needed}", "message": "a version number is required"}],
+            )
+    old = query_int(request, "from", 0, low=1, high=MAX_VERSION)
+    new = query_int(request, "to", 0, low=1, high=MAX_VERSION)
+    return JSON(gateway.diff(request.path_params["name"], old, new))
+
+
+def _key_request(raw: Any) -> tuple[str, list[str], bool]:
     errors: list[dict[str, str]] = []
     if not isinstance(raw, dict):
         raise InputInvalid(
@@ -78,17 +172,22 @@ def _key_request(raw: Any) -> tuple[str, list[str]]:
     scopes = raw.get("scopes", ["*"])
     if not isinstance(scopes, list) or not all(isinstance(s, str) and s for s in scopes):
         errors.append({"path": "/scopes", "message": "expected a list of non-empty strings"})
-    for extra in sorted(set(raw) - {"name", "scopes"}):
+    allow_drafts = raw.get("allow_drafts", False)
+    if not isinstance(allow_drafts, bool):
+        errors.append({"path": "/allow_drafts", "message": "expected true or false"})
+    for extra in sorted(set(raw) - {"name", "scopes", "allow_drafts"}):
         errors.append({"path": f"/{extra}", "message": f"unexpected property '{extra}'"})
     if errors:
         raise InputInvalid(f"The key request has {len(errors)} problem(s).", errors=errors)
-    return name.strip(), scopes  # type: ignore[union-attr]
+    return name.strip(), scopes, allow_drafts  # type: ignore[union-attr]
 
 
 async def create_key(request: Request) -> Response:
     gateway = _gateway(request)
-    name, scopes = _key_request(await read_json(request, gateway.settings.max_body_bytes))
-    plaintext, key = await gateway.create_key(name, scopes)
+    name, scopes, allow_drafts = _key_request(
+        await read_json(request, gateway.settings.max_body_bytes)
+    )
+    plaintext, key = await gateway.create_key(name, scopes, allow_drafts=allow_drafts, actor=ACTOR)
     return JSON(
         {**key, "key": plaintext},
         status_code=201,
@@ -108,7 +207,7 @@ async def get_key(request: Request) -> Response:
 
 async def revoke_key(request: Request) -> Response:
     gateway = _gateway(request)
-    return JSON(await gateway.revoke_key(request.path_params["key_id"]))
+    return JSON(await gateway.revoke_key(request.path_params["key_id"], actor=ACTOR))
 
 
 async def list_calls(request: Request) -> Response:
@@ -133,7 +232,7 @@ async def sync(request: Request) -> Response:
     gateway = _gateway(request)
     report = await gateway.sync(
         gateway.settings.prompts_dir,
-        created_by="admin:sync",
+        created_by=ACTOR,
         dry_run=query_bool(request, "dry_run"),
     )
     return JSON(report.as_dict())
@@ -144,11 +243,57 @@ async def get_policy(request: Request) -> Response:
     return JSON(gateway.policy.describe())
 
 
+def _query_time(request: Request, name: str) -> Any:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    parsed = lifecycle.parse_datetime(raw)
+    if parsed is None:
+        message = "expected an RFC 3339 date-time with a time zone, e.g. 2026-01-31T00:00:00Z"
+        raise MalformedRequest(
+            f"Query parameter {name!r} is not a date-time.",
+            errors=[{"path": f"?{name}", "message": message}],
+        )
+    return parsed
+
+
+async def list_audit(request: Request) -> Response:
+    gateway = _gateway(request)
+    params = request.query_params
+    cursor = params.get("cursor")
+    records, next_cursor = await gateway.store.list_audit(
+        limit=query_int(request, "limit", 100, low=1, high=1000),
+        cursor=query_int(request, "cursor", 0, low=1, high=2**62) if cursor is not None else None,
+        action=params.get("action"),
+        actor=params.get("actor"),
+        target=params.get("target"),
+        prompt=params.get("prompt"),
+        since=_query_time(request, "since"),
+        until=_query_time(request, "until"),
+    )
+    return JSON(
+        {
+            "records": records,
+            "next_cursor": str(next_cursor) if next_cursor is not None else None,
+        }
+    )
+
+
 routes = [
     route("/admin/v1/prompts", post=create_prompt, get=list_prompts),
     route("/admin/v1/prompts/{name}", get=get_prompt),
     route("/admin/v1/prompts/{name}/versions", post=create_version),
     route("/admin/v1/prompts/{name}/versions/{version:int}", get=get_version),
+    *(
+        route(
+            f"/admin/v1/prompts/{{name}}/versions/{{version:int}}/{action}",
+            post=_transition(action),
+        )
+        for action in lifecycle.ACTIONS
+    ),
+    route("/admin/v1/prompts/{name}/labels/{label}", put=put_label, delete=delete_label),
+    route("/admin/v1/prompts/{name}/diff", get=diff),
+    route("/admin/v1/audit", get=list_audit),
     route("/admin/v1/keys", post=create_key, get=list_keys),
     route("/admin/v1/keys/{key_id}", get=get_key, delete=revoke_key),
     route("/admin/v1/calls", get=list_calls),

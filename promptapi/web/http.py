@@ -76,6 +76,14 @@ async def read_json_body(
         ) from None
 
 
+async def read_optional_json(request: Request, limit: int) -> Any:
+    """A JSON body, or None when the request has none (no Content-Length or 0, not chunked)."""
+    headers = request.headers
+    if headers.get("content-length", "0") == "0" and "transfer-encoding" not in headers:
+        return None
+    return await read_json(request, limit)
+
+
 def query_int(request: Request, name: str, default: int, *, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:

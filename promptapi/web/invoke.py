@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qs
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from promptapi.errors import MalformedRequest
 from promptapi.gateway import Gateway
 from promptapi.web import auth, views
 from promptapi.web.http import JSON, raw, read_json_body, route
@@ -30,31 +33,61 @@ async def invoke(scope: Scope, receive: Receive, send: Send) -> None:
     caller = await auth.consumer(authorization, gateway)
     data = await read_json_body(receive, content_type, content_length, settings.max_body_bytes)
     params = scope["path_params"]
+    label = _label(scope["query_string"], params.get("version")) if scope["query_string"] else None
     envelope = await gateway.invoke(
         params["name"],
         data,
         caller=caller,
         version=params.get("version"),
         request_id=scope["state"]["request_id"],
+        label=label,
     )
-    await JSON(envelope)(scope, receive, send)
+    served = gateway.registry.get(params["name"], envelope["prompt"]["version"])
+    headers = views.deprecation_headers(served) if served is not None else None
+    await JSON(envelope, headers=headers)(scope, receive, send)
 
 
-async def _consumer(request: Request, gateway: Gateway) -> None:
-    await auth.consumer(request.headers.get("authorization"), gateway)
+def _label(query_string: bytes, version: int | None) -> str | None:
+    """`?label=NAME` picks the version a label points at (not with a pinned version)."""
+    values = parse_qs(query_string.decode("latin-1"), keep_blank_values=True).get("label")
+    if values is None:
+        return None
+    problem = None
+    if len(values) > 1 or not values[0]:
+        problem = "give one non-empty label"
+    elif version is not None:
+        problem = "a pinned version and a label cannot be combined"
+    if problem is not None:
+        raise MalformedRequest(
+            f"Bad query parameter 'label': {problem}.",
+            errors=[{"path": "?label", "message": problem}],
+        )
+    return values[0]
+
+
+async def _drafts(request: Request, gateway: Gateway) -> bool:
+    """Authenticate the consumer; True when it may see drafts."""
+    return (await auth.consumer(request.headers.get("authorization"), gateway)).drafts
 
 
 async def list_prompts(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    await _consumer(request, gateway)
+    drafts = await _drafts(request, gateway)
     registry = gateway.registry
-    return JSON({"prompts": [views.summary(registry, name) for name in registry.names()]})
+    return JSON(
+        {
+            "prompts": [
+                views.summary(registry, name, drafts=drafts)
+                for name in registry.names(drafts=drafts)
+            ]
+        }
+    )
 
 
 async def describe_prompt(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    await _consumer(request, gateway)
-    return JSON(views.detail(gateway.registry, request.path_params["name"]))
+    drafts = await _drafts(request, gateway)
+    return JSON(views.detail(gateway.registry, request.path_params["name"], drafts=drafts))
 
 
 routes = [
