@@ -474,7 +474,7 @@ def test_labels_declared_in_prompt_files(make_server, fake, tmp_path):
     write(1)
     write(2, "labels: [production]\n")
     report = ok(server.admin.post("/admin/v1/sync"))
-    assert report == {
+    assert {k: report[k] for k in ("created", "unchanged", "errors", "labels")} == {
         "created": [],
         "unchanged": ["greet@1", "greet@2", "greet@3"],
         "errors": [],
@@ -572,3 +572,25 @@ def test_a_prompt_file_state_only_sets_the_initial_state(make_server, fake, tmp_
     version = ok(server.admin.get("/admin/v1/prompts/greet/versions/1"))
     assert version["state"] == "published"
     assert datetime.fromisoformat(version["state_changed_at"]) <= datetime.now(UTC)
+
+
+def test_publishing_checks_the_policy_for_published_versions(make_server, tmp_path, fake):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules:\n  examples: {severity: error, min: 1}\n")
+    server = make_server(policy_file=policy)
+    # A draft needs no examples yet; a published version does.
+    assert register(server, state="draft")["state"] == "draft"
+    refused = assert_problem(
+        server.admin.post("/admin/v1/prompts", json=echo("Two")), 422, "policy_violation"
+    )
+    assert [e["path"] for e in refused["errors"]] == ["/examples"]
+    problem = assert_problem(act(server, 1, "publish"), 422, "policy_violation")
+    assert [(e["path"], e["rule"]) for e in problem["errors"]] == [("/examples", "examples")]
+    assert ok(server.admin.get("/admin/v1/prompts/echo/versions/1"))["state"] == "draft"
+    audit = ok(server.admin.get("/admin/v1/audit", params={"action": "version.publish"}))
+    assert audit["records"] == []
+
+    with_example = register(
+        server, "Three", state="draft", examples=[{"input": {"text": "a"}, "output": "a"}]
+    )
+    assert ok(act(server, with_example["version"], "publish"))["state"] == "published"
