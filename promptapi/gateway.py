@@ -1,17 +1,20 @@
 """The call pipeline and the state it serves from. No HTTP types here.
 
 invoke: resolve -> validate -> render -> provider (with a deadline) -> parse/check output ->
-record. Admin writes go through here too, so this process's in-memory state changes at once;
-other processes notice the database revision change on their next refresh.
+record. stream: the same steps, the answer's text yielded piece by piece as it arrives. Admin
+writes go through here too, so this process's in-memory state changes at once; other processes
+notice the database revision change on their next refresh.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import sys
 import time
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ from promptapi.errors import (
 from promptapi.keys import Caller, KeyCache, hash_secret, new_admin_token, new_key
 from promptapi.policy import PUBLISHED, Policy, review
 from promptapi.prompts import Prompt, content_digest
-from promptapi.providers import Completion, CompletionRequest, Providers, load_models
+from promptapi.providers import Completion, CompletionRequest, Providers, StreamDelta, load_models
 from promptapi.providers.router import Route, Router
 from promptapi.registry import Registry, Version
 from promptapi.store import Store, now
@@ -66,6 +69,9 @@ def _call_id() -> str:
     return f"call_{time.time_ns():x}{random.getrandbits(40):010x}"
 
 
+# What `Gateway.stream` yields: the Prompt served (first), a piece of answer text, or (last)
+# the envelope.
+StreamEvent = Prompt | str | dict[str, Any]
 REPAIR_ANSWER_CHARS = 16_000
 REPAIR_ERRORS = 20
 
@@ -106,6 +112,79 @@ def _repair_request(
         examples=request.examples,
         input=request.input,
     )
+
+
+def _new_record(
+    name: str, version: int | None, caller: Caller, request_id: str | None
+) -> dict[str, Any]:
+    return {
+        "id": _call_id(),
+        "request_id": request_id,
+        "prompt_name": name[:64].replace("\x00", ""),
+        "prompt_version": version if version is not None and 0 < version < 2**31 else None,
+        "model_alias": None,
+        "model": None,
+        "key_id": caller.key_id,
+        "status": 500,
+        "error_code": None,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "cost_usd": None,
+        "cached": False,
+        "mock": False,
+        "deployment": None,
+        "attempts": 0,
+    }
+
+
+def _mark_failed(record: dict[str, Any], exc: BaseException) -> None:
+    if isinstance(exc, PromptAPIError):
+        record["status"] = exc.status
+        record["error_code"] = exc.code
+    elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        record["status"] = 499
+        record["error_code"] = "client_closed"
+
+
+def _take(completion: Completion, delta: StreamDelta) -> None:
+    """Fold a delta's model, usage and finish reason into the streamed call's completion."""
+    if delta.model:
+        completion.model = delta.model
+    if delta.input_tokens is not None:
+        completion.input_tokens = delta.input_tokens
+    if delta.output_tokens is not None:
+        completion.output_tokens = delta.output_tokens
+    if delta.finish_reason is not None:
+        completion.finish_reason = delta.finish_reason
+
+
+def _settle(record: dict[str, Any], route: Route, usage: dict[str, Any]) -> None:
+    """What the call cost and where it went, recorded whether or not it succeeded."""
+    record["deployment"] = route.deployment
+    record["attempts"] = route.attempts
+    record.update(usage)
+
+
+def _envelope(
+    prompt: Prompt,
+    completion: Completion,
+    output: Any,
+    usage: dict[str, Any],
+    route: Route,
+    record: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "id": record["id"],
+        "prompt": {"name": prompt.name, "version": prompt.version},
+        "model": completion.model,
+        "output": output,
+        "usage": usage,
+        "cached": False,
+        "mock": completion.mock,
+        "latency_ms": None,
+        "deployment": route.deployment,
+        "attempts": route.attempts,
+    }
 
 
 class Gateway:
@@ -295,59 +374,114 @@ class Gateway:
         label: str | None = None,
     ) -> dict[str, Any]:
         started = time.perf_counter()
-        record: dict[str, Any] = {
-            "id": _call_id(),
-            "request_id": request_id,
-            "prompt_name": name[:64].replace("\x00", ""),
-            "prompt_version": version if version is not None and 0 < version < 2**31 else None,
-            "model_alias": None,
-            "model": None,
-            "key_id": caller.key_id,
-            "status": 500,
-            "error_code": None,
-            "input_tokens": 0,
-            "output_tokens": 0,
-            "cost_usd": None,
-            "cached": False,
-            "mock": False,
-            "deployment": None,
-            "attempts": 0,
-        }
+        record = _new_record(name, version, caller, request_id)
         try:
-            prompt = await self._resolve(name, version, label, drafts=caller.drafts)
-            record["prompt_version"] = prompt.version
-            record["model_alias"] = prompt.model
-            prompt.validate_input(data)
-            messages = prompt.render(data)
-            envelope = await self._complete(prompt, messages, data, record)
+            prompt, request = await self._prepare(name, data, version, label, caller, record)
+            envelope = await self._complete(prompt, request, record)
             record["status"] = 200
-            envelope["id"] = record["id"]
             envelope["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
             return envelope
-        except PromptAPIError as exc:
-            record["status"] = exc.status
-            record["error_code"] = exc.code
-            raise
-        except asyncio.CancelledError:
-            record["status"] = 499
-            record["error_code"] = "client_closed"
+        except BaseException as exc:
+            _mark_failed(record, exc)
             raise
         finally:
-            record["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
-            record["created_at"] = now()
-            self.recorder.record(record)
+            self._record(record, started)
 
-    async def _complete(
-        self, prompt: Prompt, messages: list[dict[str, str]], data: Any, record: dict[str, Any]
-    ) -> dict[str, Any]:
+    async def stream(
+        self,
+        name: str,
+        data: Any,
+        *,
+        caller: Caller,
+        version: int | None = None,
+        request_id: str | None = None,
+        label: str | None = None,
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """The same pipeline as `invoke`, streamed: yields the Prompt being served (once its
+        input is valid), then each non-empty piece of answer text as it arrives, then the
+        envelope (the last event). Everything that fails before the first piece of text
+        (resolve, validation, render, an upstream that refuses or times out, after the router's
+        retries and fallbacks) raises from `anext` before it, so a caller can still answer with
+        a plain error. Closing or cancelling the generator closes the upstream stream and
+        records the call as 499. No output repair: the caller has already seen the answer."""
+        started = time.perf_counter()
+        record = _new_record(name, version, caller, request_id)
+        try:
+            prompt, request = await self._prepare(name, data, version, label, caller, record)
+            yield prompt
+            route = Route()
+            usage: dict[str, Any] = {"input_tokens": 0, "output_tokens": 0, "cost_usd": None}
+            completion = Completion(text="", model="")
+            parts: list[str] = []
+            try:
+                async with contextlib.aclosing(
+                    self._open_stream(prompt.model, request, route)
+                ) as upstream:
+                    async for delta in upstream:
+                        _take(completion, delta)
+                        if delta.text:
+                            parts.append(delta.text)
+                            yield delta.text
+                assert route.config is not None
+                completion.text = "".join(parts)
+                completion.model = completion.model or route.config.model
+                completion.mock = route.config.provider == "mock"
+                record["model"] = completion.model
+                record["mock"] = completion.mock
+                _add_usage(usage, completion, route)
+            finally:
+                _settle(record, route, usage)
+            envelope = _envelope(
+                prompt, completion, prompt.parse_output(completion.text), usage, route, record
+            )
+            record["status"] = 200
+            envelope["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        except BaseException as exc:
+            _mark_failed(record, exc)
+            raise
+        finally:
+            self._record(record, started)
+        yield envelope
+
+    def _open_stream(
+        self, alias: str, request: CompletionRequest, route: Route
+    ) -> AsyncIterator[StreamDelta]:
+        """The one place a streamed call goes upstream: the router (retries, fallbacks and
+        circuits before the first delta) over the Provider interface."""
+        return self.router.stream(alias, request, route)
+
+    async def _prepare(
+        self,
+        name: str,
+        data: Any,
+        version: int | None,
+        label: str | None,
+        caller: Caller,
+        record: dict[str, Any],
+    ) -> tuple[Prompt, CompletionRequest]:
+        """Resolve, validate, render: everything a call does before it goes upstream."""
+        prompt = await self._resolve(name, version, label, drafts=caller.drafts)
+        record["prompt_version"] = prompt.version
+        record["model_alias"] = prompt.model
+        prompt.validate_input(data)
         request = CompletionRequest(
-            messages=messages,
+            messages=prompt.render(data),
             params=prompt.params,
             output_schema=prompt.output_schema,
             schema_name=prompt.name,
             examples=prompt.examples,
             input=data,
         )
+        return prompt, request
+
+    def _record(self, record: dict[str, Any], started: float) -> None:
+        record["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        record["created_at"] = now()
+        self.recorder.record(record)
+
+    async def _complete(
+        self, prompt: Prompt, request: CompletionRequest, record: dict[str, Any]
+    ) -> dict[str, Any]:
         route = Route()
         usage = {"input_tokens": 0, "output_tokens": 0, "cost_usd": None}
         repairs = 0
@@ -370,21 +504,8 @@ class Gateway:
                     repairs += 1
                     request = _repair_request(request, completion.text, exc)
         finally:
-            record["deployment"] = route.deployment
-            record["attempts"] = route.attempts
-            record.update(usage)
-        return {
-            "id": None,
-            "prompt": {"name": prompt.name, "version": prompt.version},
-            "model": completion.model,
-            "output": output,
-            "usage": usage,
-            "cached": False,
-            "mock": completion.mock,
-            "latency_ms": None,
-            "deployment": route.deployment,
-            "attempts": route.attempts,
-        }
+            _settle(record, route, usage)
+        return _envelope(prompt, completion, output, usage, route, record)
 
     # -- admin operations -----------------------------------------------------------------
 

@@ -33,6 +33,9 @@ class Behaviour:
     trickle: float | None = None  # seconds between bytes of the body
     drop: bool = False  # close the connection without answering
     stream_chunks: list[str] | None = None
+    chunk_delay: float = 0.0  # seconds before each streamed content chunk
+    cut_after: int | None = None  # stop the stream after this many content chunks...
+    cut_cleanly: bool = False  # ...by ending the response without [DONE] (else drop the socket)
     usage: tuple[int, int] = (11, 7)
     model: str = "gpt-4o-mini-2024-07-18"
     cut_stream_after: int | None = None  # close the connection after this many stream bytes
@@ -77,23 +80,64 @@ def chunk(
     return body
 
 
-async def write_split(
+async def write_pieces(
     response: web.StreamResponse, wire: bytes, trickle: float | None = None
-) -> web.StreamResponse:
+) -> None:
     """Write in small pieces so multi-byte characters and lines are split across reads (or
     one byte every `trickle` seconds)."""
     step = 7 if trickle is None else 1
     for start in range(0, len(wire), step):
         await response.write(wire[start : start + step])
         await asyncio.sleep(trickle or 0)
+
+
+async def write_split(
+    response: web.StreamResponse, wire: bytes, trickle: float | None = None
+) -> web.StreamResponse:
+    """`write_pieces`, then the end of the body."""
+    await write_pieces(response, wire, trickle)
     await response.write_eof()
     return response
+
+
+class _Cut(Exception):
+    """The behaviour's byte budget for a stream is spent; the connection was dropped."""
+
+
+class _StreamWriter:
+    """Writes a stream in pieces (or trickled), and drops the connection once
+    `cut_stream_after` bytes are out."""
+
+    def __init__(
+        self, request: web.Request, response: web.StreamResponse, behaviour: Behaviour
+    ) -> None:
+        self.request = request
+        self.response = response
+        self.trickle = behaviour.trickle
+        self.budget = behaviour.cut_stream_after
+        self.sent = 0
+
+    def drop(self) -> None:
+        assert self.request.transport is not None
+        self.request.transport.close()
+
+    async def write(self, wire: bytes) -> None:
+        if self.budget is not None and self.sent + len(wire) >= self.budget:
+            await self.response.write(wire[: self.budget - self.sent])
+            self.drop()
+            raise _Cut
+        await write_pieces(self.response, wire, self.trickle)
+        self.sent += len(wire)
 
 
 class FakeOpenAI:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.violations: list[str] = []
+        # One entry per request for a stream: outcome (not streamed, running, complete, cut,
+        # client_gone), content chunks sent, and time.monotonic() stamps of its start, first
+        # content chunk and end.
+        self.streams: list[dict[str, Any]] = []
         self.script: deque[Behaviour] = deque()
         self.default = Behaviour()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -112,6 +156,7 @@ class FakeOpenAI:
     def reset(self) -> None:
         self.requests.clear()
         self.violations.clear()
+        self.streams.clear()
         self.script.clear()
         self.default = Behaviour()
 
@@ -133,6 +178,16 @@ class FakeOpenAI:
             f"request {v}" for v in contract.problems("CreateChatCompletionRequest", body)
         )
         behaviour = self.script.popleft() if self.script else self.default
+        # Made on arrival, so a straggler from an earlier test never lands in a later one's list.
+        entry: dict[str, Any] = {
+            "outcome": "not streamed",
+            "started": time.monotonic(),
+            "first_content": None,
+            "finished": None,
+            "sent": 0,  # content chunks written so far
+        }
+        if body.get("stream"):
+            self.streams.append(entry)
         if behaviour.delay:
             await asyncio.sleep(behaviour.delay)
         if behaviour.drop:
@@ -140,7 +195,7 @@ class FakeOpenAI:
             request.transport.close()
             return web.Response(status=500)
         if body.get("stream") and behaviour.status == 200 and behaviour.body is None:
-            return await self._stream(request, behaviour)
+            return await self._stream(request, behaviour, entry)
         if behaviour.body is not None:
             payload = behaviour.body
         elif behaviour.status != 200:
@@ -186,32 +241,53 @@ class FakeOpenAI:
         await response.write_eof()
         return response
 
-    async def _stream(self, request: web.Request, behaviour: Behaviour) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, behaviour: Behaviour, entry: dict[str, Any]
+    ) -> web.StreamResponse:
+        entry["outcome"] = "running"
         response = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        events = [chunk({"role": "assistant", "content": ""}, model=behaviour.model)]
-        for piece in behaviour.stream_chunks or [behaviour.content or ""]:
-            events.append(chunk({"content": piece}, model=behaviour.model))
-        events.append(chunk({}, model=behaviour.model, finish="stop"))
+        model = behaviour.model
         usage = {
             "prompt_tokens": behaviour.usage[0],
             "completion_tokens": behaviour.usage[1],
             "total_tokens": sum(behaviour.usage),
         }
-        events.append(chunk({}, model=behaviour.model, usage=usage))
-        wire = b""
-        for event in events:
-            self.violations.extend(
-                f"chunk {v}" for v in contract.problems("CreateChatCompletionStreamResponse", event)
-            )
-            wire += b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n"
-        wire += b"data: [DONE]\n\n"
-        if behaviour.cut_stream_after is not None:
-            await response.write(wire[: behaviour.cut_stream_after])
-            assert request.transport is not None
-            request.transport.close()
-            return response
-        return await write_split(response, wire, behaviour.trickle)
+        out = _StreamWriter(request, response, behaviour)
+        try:
+            await response.prepare(request)
+            await self._send_event(out, chunk({"role": "assistant", "content": ""}, model=model))
+            for index, piece in enumerate(behaviour.stream_chunks or [behaviour.content or ""]):
+                if index == behaviour.cut_after:
+                    entry["outcome"] = "cut"
+                    if behaviour.cut_cleanly:
+                        await response.write_eof()
+                    else:
+                        out.drop()
+                    return response
+                if behaviour.chunk_delay:
+                    await asyncio.sleep(behaviour.chunk_delay)
+                await self._send_event(out, chunk({"content": piece}, model=model))
+                entry["sent"] += 1
+                if entry["first_content"] is None:
+                    entry["first_content"] = time.monotonic()
+            await self._send_event(out, chunk({}, model=model, finish="stop"))
+            await self._send_event(out, chunk({}, model=model, usage=usage))
+            await out.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+            entry["outcome"] = "complete"
+        except _Cut:
+            entry["outcome"] = "cut"
+        except ConnectionResetError:
+            entry["outcome"] = "client_gone"
+        finally:
+            entry["finished"] = time.monotonic()
+        return response
+
+    async def _send_event(self, out: _StreamWriter, event: dict[str, Any]) -> None:
+        self.violations.extend(
+            f"chunk {v}" for v in contract.problems("CreateChatCompletionStreamResponse", event)
+        )
+        await out.write(b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n")
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._handle)

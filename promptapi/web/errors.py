@@ -84,21 +84,30 @@ def request_id(request: Request) -> str:
     return request.scope.get("state", {}).get("request_id") or request_id_var.get()
 
 
-def problem_response(error: PromptAPIError, request: Request) -> Response:
+def problem(error: PromptAPIError, path: str, request_id: str) -> dict[str, Any]:
+    """The RFC 9457 document for an error: the body of a problem+json response, and the data of
+    a streamed call's `error` event."""
     body: dict[str, Any] = error.problem()
-    body["instance"] = request.url.path
-    body["request_id"] = request_id(request)
+    body["instance"] = path
+    body["request_id"] = request_id
+    return body
+
+
+def problem_response(error: PromptAPIError, request: Request) -> Response:
+    body = problem(error, request.url.path, request_id(request))
     return Response(
         orjson.dumps(body), status_code=error.status, headers=error.headers, media_type=PROBLEM_JSON
     )
 
 
+def log_error(method: str, path: str, exc: PromptAPIError) -> None:
+    if exc.status >= 500:
+        log.warning("%s %s -> %s %s: %s", method, path, exc.status, exc.code, exc.detail)
+
+
 async def handle_promptapi_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, PromptAPIError)
-    if exc.status >= 500:
-        log.warning(
-            "%s %s -> %s %s: %s", request.method, request.url.path, exc.status, exc.code, exc.detail
-        )
+    log_error(request.method, request.url.path, exc)
     return problem_response(exc, request)
 
 

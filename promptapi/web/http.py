@@ -15,15 +15,19 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from promptapi.errors import MalformedRequest, PayloadTooLarge, UnsupportedMediaType
 
 
+def dumps(content: Any) -> bytes:
+    try:
+        return orjson.dumps(content)
+    except orjson.JSONEncodeError:
+        # orjson stops at 254 levels of nesting; the standard library goes deeper.
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 class JSON(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        try:
-            return orjson.dumps(content)
-        except orjson.JSONEncodeError:
-            # orjson stops at 254 levels of nesting; the standard library goes deeper.
-            return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+        return dumps(content)
 
 
 def _is_json(content_type: str) -> bool:

@@ -10,7 +10,8 @@ from starlette.types import Receive, Scope, Send
 
 from promptapi.errors import MalformedRequest
 from promptapi.gateway import Gateway
-from promptapi.web import auth, views
+from promptapi.prompts import Prompt
+from promptapi.web import auth, stream, views
 from promptapi.web.http import JSON, raw, read_json_body, route
 
 
@@ -19,9 +20,10 @@ async def invoke(scope: Scope, receive: Receive, send: Send) -> None:
     """POST /v1/prompts/{name}[/versions/{version}], the hot path, as a plain ASGI endpoint:
     no Request object and no per-route exception wrapper (errors still reach the app's one
     set of handlers). A/B on bench/ at 0 ms / 16 connections: 3,395 and 3,337 req/s against
-    2,500 and 3,006 as a Request/Response endpoint."""
+    2,500 and 3,006 as a Request/Response endpoint. With `Accept: text/event-stream` or
+    `?stream=true` it answers with server-sent events (promptapi.web.stream)."""
     gateway: Gateway = scope["app"].state.gateway
-    authorization = content_type = content_length = None
+    authorization = content_type = content_length = accept = None
     for name, value in scope["headers"]:
         if name == b"authorization":
             authorization = value.decode("latin-1")
@@ -29,11 +31,32 @@ async def invoke(scope: Scope, receive: Receive, send: Send) -> None:
             content_type = value.decode("latin-1")
         elif name == b"content-length":
             content_length = value.decode("latin-1")
+        elif name == b"accept":
+            accept = value.decode("latin-1")
     settings = gateway.settings
     caller = await auth.consumer(authorization, gateway)
+    streamed = stream.wanted(accept, scope["query_string"])
     data = await read_json_body(receive, content_type, content_length, settings.max_body_bytes)
     params = scope["path_params"]
     label = _label(scope["query_string"], params.get("version")) if scope["query_string"] else None
+    if streamed:
+        events = gateway.stream(
+            params["name"],
+            data,
+            caller=caller,
+            version=params.get("version"),
+            request_id=scope["state"]["request_id"],
+            label=label,
+        )
+        await stream.respond(
+            scope,
+            receive,
+            send,
+            events,
+            heartbeat=settings.stream_heartbeat,
+            headers=lambda prompt: _lifecycle_headers(gateway, prompt),
+        )
+        return
     envelope = await gateway.invoke(
         params["name"],
         data,
@@ -45,6 +68,17 @@ async def invoke(scope: Scope, receive: Receive, send: Send) -> None:
     served = gateway.registry.get(params["name"], envelope["prompt"]["version"])
     headers = views.deprecation_headers(served) if served is not None else None
     await JSON(envelope, headers=headers)(scope, receive, send)
+
+
+def _lifecycle_headers(gateway: Gateway, prompt: Prompt) -> list[tuple[bytes, bytes]]:
+    """The deprecation headers of the version a streamed call is served by."""
+    served = gateway.registry.get(prompt.name, prompt.version)
+    if served is None:
+        return []
+    return [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in views.deprecation_headers(served).items()
+    ]
 
 
 def _label(query_string: bytes, version: int | None) -> str | None:
