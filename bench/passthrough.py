@@ -13,7 +13,8 @@ connections, 20 kept alive) unless ``BENCH_HTTPX_POOL=unbounded``: httpcore's
 pool gets slower as more connections stay open, so on this workload the
 unbounded pool is several times *slower* at 64 connections and completes next
 to nothing at 256 (see encode/httpx#3215). ``UPSTREAM_URL`` is the full chat
-completions URL.
+completions URL. With ``?stream=true`` (aiohttp only) it relays a streamed answer as
+server-sent events, the baseline of ``bench/stream.py``.
 Run it with uvicorn, e.g.::
 
     BENCH_CLIENT=aiohttp UPSTREAM_URL=http://127.0.0.1:8081/v1/chat/completions \\
@@ -35,7 +36,7 @@ import jinja2
 from httpx_aiohttp import AiohttpTransport
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 CLIENTS = ("httpx", "httpx-aiohttp", "aiohttp")
@@ -86,13 +87,13 @@ class HttpxUpstream:
 
 class AiohttpUpstream:
     def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
-        self._url = url
-        self._session = session
+        self.url = url
+        self.session = session
 
     async def complete(self, payload: bytes) -> bytes:
         try:
-            async with self._session.post(
-                self._url, data=payload, headers=UPSTREAM_HEADERS
+            async with self.session.post(
+                self.url, data=payload, headers=UPSTREAM_HEADERS
             ) as response:
                 body = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -102,7 +103,7 @@ class AiohttpUpstream:
         return body
 
     async def aclose(self) -> None:
-        await self._session.close()
+        await self.session.close()
 
 
 def _aiohttp_session() -> aiohttp.ClientSession:
@@ -159,6 +160,39 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+async def stream_prompt(text: str, upstream: Upstream) -> Response:
+    """``?stream=true`` (aiohttp only): relay the upstream's chunks as server-sent events, one
+    ``event: delta`` per piece of text and an ``event: done`` with the whole output."""
+    if not isinstance(upstream, AiohttpUpstream):
+        return _error(400, "streaming needs BENCH_CLIENT=aiohttp")
+    payload = json.dumps(
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": TEMPLATE.render(text=text)}],
+            "stream": True,
+        }
+    ).encode()
+
+    async def events() -> AsyncIterator[bytes]:
+        parts: list[str] = []
+        async with upstream.session.post(
+            upstream.url, data=payload, headers=UPSTREAM_HEADERS
+        ) as response:
+            async for line in response.content:
+                if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
+                    continue
+                for choice in json.loads(line[6:]).get("choices", []):
+                    piece = choice["delta"].get("content")
+                    if piece:
+                        parts.append(piece)
+                        yield (
+                            b"event: delta\ndata: " + json.dumps({"text": piece}).encode() + b"\n\n"
+                        )
+        yield b"event: done\ndata: " + json.dumps({"output": "".join(parts)}).encode() + b"\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
 async def run_prompt(request: Request) -> Response:
     try:
         data: Any = json.loads(await request.body())
@@ -168,10 +202,12 @@ async def run_prompt(request: Request) -> Response:
     if not isinstance(text, str):
         return _error(422, "field 'text' (string) is required")
 
+    upstream: Upstream = request.app.state.upstream
+    if request.query_params.get("stream") == "true":
+        return await stream_prompt(text, upstream)
     payload = json.dumps(
         {"model": MODEL, "messages": [{"role": "user", "content": TEMPLATE.render(text=text)}]}
     ).encode()
-    upstream: Upstream = request.app.state.upstream
     try:
         raw = await upstream.complete(payload)
         content = json.loads(raw)["choices"][0]["message"]["content"]

@@ -726,6 +726,27 @@ def tail(path: Path, lines: int = 20) -> str:
 # --------------------------------------------------------------------------- main
 
 
+@contextlib.contextmanager
+def harness(prefix: str, *, keep_tmp: bool) -> Iterator[tuple[Path, Processes]]:
+    """A temp dir and a process table; on the way out (Ctrl-C and SIGTERM included) every
+    process started is stopped and the temp dir removed (unless kept)."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_interrupt)
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    procs = Processes()
+    try:
+        yield workdir, procs
+    finally:
+        # a second Ctrl-C must not cut the clean-up short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        procs.stop_all()
+        if keep_tmp:
+            print(f"temp dir kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
 def find_tools() -> dict[str, str]:
     """Locate wrk, nginx, taskset and the echo module; explain how to install them."""
     missing: list[str] = []
@@ -838,29 +859,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
 
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _raise_interrupt)
-    workdir = Path(tempfile.mkdtemp(prefix="promptapi-bench-"))
-    procs = Processes()
-    bench = Bench(args, workdir, procs, tools)
     started = dt.datetime.now(dt.UTC)
     try:
-        results = bench.run(scenarios, targets)
+        with harness("promptapi-bench-", keep_tmp=args.keep_tmp) as (workdir, procs):
+            results = Bench(args, workdir, procs, tools).run(scenarios, targets)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted; stopping everything started", file=sys.stderr)
         return 130
-    finally:
-        # a second Ctrl-C must not cut the clean-up short
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        procs.stop_all()
-        if args.keep_tmp:
-            print(f"temp dir kept: {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
     print()
     print(

@@ -55,12 +55,92 @@ def _server_block(port: int, latency_ms: int) -> str:
     )
 
 
-def nginx_config(workdir: Path, ports_by_latency_ms: Mapping[int, int]) -> str:
+# Streaming: a chat completion stream (stream=true, with usage) of STREAM_CHUNKS content
+# chunks, each flushed on its own, with a fixed pause between them.
+STREAM_CHUNKS = 20
+STREAM_PIECES = [f"tok{i} " for i in range(STREAM_CHUNKS)]
+STREAM_EXPECTED = "".join(STREAM_PIECES)
+
+
+def _stream_chunk(delta: dict[str, object], finish: str | None = None) -> str:
+    return json.dumps(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        },
+        separators=(",", ":"),
+    )
+
+
+STREAM_USAGE_CHUNK = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "gpt-4o-mini",
+        "choices": [],
+        "usage": {"prompt_tokens": 12, "completion_tokens": STREAM_CHUNKS, "total_tokens": 32},
+    },
+    separators=(",", ":"),
+)
+
+
+# The data of every event, in order (then `[DONE]`): the role, the content, the finish reason,
+# the usage.
+STREAM_EVENTS = [
+    _stream_chunk({"role": "assistant", "content": ""}),
+    *(_stream_chunk({"content": piece}) for piece in STREAM_PIECES),
+    _stream_chunk({}, "stop"),
+    STREAM_USAGE_CHUNK,
+]
+
+
+def _stream_server_block(port: int, interval_ms: int) -> str:
+    """One chunk per `echo` + `echo_flush` (nginx escapes \\n in quoted strings), so every
+    event leaves nginx as its own write, like a model's tokens."""
+
+    def event(data: str) -> str:
+        return f"            echo -n 'data: {data}\\n\\n';\n            echo_flush;\n"
+
+    sleep = f"            echo_sleep {interval_ms / 1000:g};\n" if interval_ms > 0 else ""
+    role, *pieces, finish, usage = STREAM_EVENTS
+    body = event(role)
+    for piece in pieces:
+        body += sleep + event(piece)
+    body += event(finish) + event(usage) + event("[DONE]")
+    return (
+        "    server {\n"
+        f"        listen 127.0.0.1:{port} backlog=4096;\n"
+        f"        # streamed answer: {STREAM_CHUNKS} chunks, {interval_ms} ms apart\n"
+        f"        location = {CHAT_PATH} {{\n"
+        "            limit_except POST { deny all; }\n"
+        "            default_type text/event-stream;\n"
+        "            echo_read_request_body;\n"
+        f"{body}"
+        "        }\n"
+        "        location / { return 404; }\n"
+        "    }\n"
+    )
+
+
+def nginx_config(
+    workdir: Path,
+    ports_by_latency_ms: Mapping[int, int],
+    stream_ports_by_interval_ms: Mapping[int, int] | None = None,
+) -> str:
     """Render a self-contained nginx.conf keeping every path inside ``workdir``."""
-    if "'" in CHAT_COMPLETION_BODY or "$" in CHAT_COMPLETION_BODY:
-        raise ValueError("response body cannot be embedded in the nginx config")
+    for text in (CHAT_COMPLETION_BODY, *STREAM_EVENTS):
+        if "'" in text or "$" in text:
+            raise ValueError("response body cannot be embedded in the nginx config")
     servers = "".join(
         _server_block(port, latency) for latency, port in sorted(ports_by_latency_ms.items())
+    )
+    servers += "".join(
+        _stream_server_block(port, interval)
+        for interval, port in sorted((stream_ports_by_interval_ms or {}).items())
     )
     return (
         f"load_module {ECHO_MODULE};\n"
@@ -88,11 +168,15 @@ def nginx_config(workdir: Path, ports_by_latency_ms: Mapping[int, int]) -> str:
     )
 
 
-def write_nginx_config(workdir: Path, ports_by_latency_ms: Mapping[int, int]) -> Path:
+def write_nginx_config(
+    workdir: Path,
+    ports_by_latency_ms: Mapping[int, int],
+    stream_ports_by_interval_ms: Mapping[int, int] | None = None,
+) -> Path:
     """Write ``nginx.conf`` into ``workdir`` and return its path."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "nginx.conf"
-    path.write_text(nginx_config(workdir, ports_by_latency_ms))
+    path.write_text(nginx_config(workdir, ports_by_latency_ms, stream_ports_by_interval_ms))
     return path
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+from pathlib import Path
+
 import pytest
 
 from tests import contract
@@ -61,3 +65,17 @@ def test_adapter_requests_follow_the_contract(server, client, fake):
     assert "response_format" not in bodies[1]
     for body in bodies:
         assert contract.problems("CreateChatCompletionRequest", body) == []
+
+
+def test_bench_upstream_stream_follows_the_contract():
+    path = Path(__file__).resolve().parents[1] / "bench" / "upstream.py"
+    spec = importlib.util.spec_from_file_location("bench_upstream", path)
+    assert spec is not None and spec.loader is not None
+    bench_upstream = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_upstream)
+    events = [json.loads(data) for data in bench_upstream.STREAM_EVENTS]
+    for event in events:
+        assert contract.problems("CreateChatCompletionStreamResponse", event) == []
+    text = "".join(c["delta"].get("content") or "" for e in events for c in e["choices"])
+    assert text == bench_upstream.STREAM_EXPECTED
+    assert events[-1]["usage"]["completion_tokens"] == bench_upstream.STREAM_CHUNKS
