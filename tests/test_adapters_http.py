@@ -16,6 +16,7 @@ from promptapi.providers import load_models
 from tests.conftest import SENTIMENT, UPSTREAM_KEY
 from tests.fake_providers import ProviderBehaviour as B
 from tests.helpers import SECRETS, assert_problem
+from tests.test_stream import stream, texts
 
 KEY_ENV = "PROMPTAPI_TEST_PROVIDER_KEY"
 PRICES = {"claude": (3.0, 15.0), "gemini": (0.3, 2.5), "azure": (0.15, 0.6)}
@@ -132,6 +133,33 @@ def test_provider_failures_reach_the_caller_as_problems(
     assert f"alias={alias}" in caplog.text
     assert logged in caplog.text
     assert_log_clean(caplog)
+
+
+@pytest.mark.parametrize("alias", ["claude", "gemini", "azure"])
+def test_each_provider_streams_to_the_caller(providers_server, alias):
+    server, upstreams = providers_server
+    pieces = ['{"label": "posi', 'tive", "score"', ": 0.75}"]
+    upstreams[alias].default = B(stream_chunks=pieces, usage=(1000, 200))
+    with server.consumer() as consumer:
+        response, events = stream(consumer, f"/v1/prompts/sentiment-{alias}", {"text": "Great!"})
+    assert response.status_code == 200
+    assert "".join(texts(events)) == "".join(pieces)
+    name, done = events[-1]
+    assert name == "done"
+    assert done["output"] == {"label": "positive", "score": 0.75}
+    price_in, price_out = PRICES[alias]
+    assert done["usage"]["input_tokens"] == 1000
+    assert done["usage"]["output_tokens"] == 200
+    assert done["usage"]["cost_usd"] == pytest.approx((1000 * price_in + 200 * price_out) / 1e6)
+
+    # A stream that breaks off after its first delta ends with an error event.
+    cut = {"cut": True} if alias != "azure" else {"cut_after": 1}
+    upstreams[alias].default = B(stream_chunks=pieces, **cut)
+    with server.consumer() as consumer:
+        _, events = stream(consumer, f"/v1/prompts/sentiment-{alias}", {"text": "Great!"})
+    assert texts(events)[0] == pieces[0]
+    name, error = events[-1]
+    assert (name, error["status"], error["code"]) == ("error", 502, "upstream_error")
 
 
 # -- the models file ------------------------------------------------------------------------
