@@ -28,11 +28,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import upstream  # bench/upstream.py; bench/ is sys.path[0] when run as a script
 
@@ -725,6 +725,21 @@ def tail(path: Path, lines: int = 20) -> str:
 
 # --------------------------------------------------------------------------- main
 
+T = TypeVar("T")
+
+
+def in_harness(prefix: str, keep_tmp: bool, work: Callable[[Path, Processes], T]) -> T | int:
+    """`work` inside a `harness`; a setup problem gives exit status 2, Ctrl-C 130."""
+    try:
+        with harness(prefix, keep_tmp=keep_tmp) as (workdir, procs):
+            return work(workdir, procs)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping everything started", file=sys.stderr)
+        return 130
+
 
 @contextlib.contextmanager
 def harness(prefix: str, *, keep_tmp: bool) -> Iterator[tuple[Path, Processes]]:
@@ -860,15 +875,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     started = dt.datetime.now(dt.UTC)
-    try:
-        with harness("promptapi-bench-", keep_tmp=args.keep_tmp) as (workdir, procs):
-            results = Bench(args, workdir, procs, tools).run(scenarios, targets)
-    except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted; stopping everything started", file=sys.stderr)
-        return 130
+    results = in_harness(
+        "promptapi-bench-",
+        args.keep_tmp,
+        lambda workdir, procs: Bench(args, workdir, procs, tools).run(scenarios, targets),
+    )
+    if isinstance(results, int):
+        return results
 
     print()
     print(

@@ -413,20 +413,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # The TTFT client runs in this process: keep it off the server's core.
     os.sched_setaffinity(0, {args.load_cpu})
-    results: list[StreamResult] = []
-    try:
-        with run.harness("promptapi-stream-bench-", keep_tmp=args.keep_tmp) as (workdir, procs):
-            bench = StreamBench(args, workdir, procs)
-            bench.start_upstream(args.scenarios)
-            for scenario in args.scenarios:
-                for target in TARGETS:
-                    results.append(bench.measure(target, scenario))
-    except run.HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted; stopping everything started", file=sys.stderr)
-        return 130
+
+    def work(workdir: Path, procs: run.Processes) -> list[StreamResult]:
+        bench = StreamBench(args, workdir, procs)
+        bench.start_upstream(args.scenarios)
+        return [bench.measure(t, s) for s in args.scenarios for t in TARGETS]
+
+    results = run.in_harness("promptapi-stream-bench-", args.keep_tmp, work)
+    if isinstance(results, int):
+        return results
 
     print()
     print(

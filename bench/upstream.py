@@ -39,16 +39,25 @@ def _server_block(port: int, latency_ms: int) -> str:
     sleep = f"            echo_sleep {latency_ms / 1000:g};\n" if latency_ms > 0 else ""
     # The JSON contains neither single quotes nor '$', so it is safe verbatim
     # inside a single-quoted nginx string (no variable interpolation happens).
+    return _server(
+        port,
+        f"simulated upstream latency: {latency_ms} ms",
+        "application/json",
+        f"{sleep}            echo -n '{CHAT_COMPLETION_BODY}';\n",
+    )
+
+
+def _server(port: int, comment: str, content_type: str, answer: str) -> str:
+    """A server block answering POST CHAT_PATH with the `answer` directives."""
     return (
         "    server {\n"
         f"        listen 127.0.0.1:{port} backlog=4096;\n"
-        f"        # simulated upstream latency: {latency_ms} ms\n"
+        f"        # {comment}\n"
         f"        location = {CHAT_PATH} {{\n"
         "            limit_except POST { deny all; }\n"
-        "            default_type application/json;\n"
+        f"            default_type {content_type};\n"
         "            echo_read_request_body;\n"
-        f"{sleep}"
-        f"            echo -n '{CHAT_COMPLETION_BODY}';\n"
+        f"{answer}"
         "        }\n"
         "        location / { return 404; }\n"
         "    }\n"
@@ -111,19 +120,8 @@ def _stream_server_block(port: int, interval_ms: int) -> str:
     for piece in pieces:
         body += sleep + event(piece)
     body += event(finish) + event(usage) + event("[DONE]")
-    return (
-        "    server {\n"
-        f"        listen 127.0.0.1:{port} backlog=4096;\n"
-        f"        # streamed answer: {STREAM_CHUNKS} chunks, {interval_ms} ms apart\n"
-        f"        location = {CHAT_PATH} {{\n"
-        "            limit_except POST { deny all; }\n"
-        "            default_type text/event-stream;\n"
-        "            echo_read_request_body;\n"
-        f"{body}"
-        "        }\n"
-        "        location / { return 404; }\n"
-        "    }\n"
-    )
+    comment = f"streamed answer: {STREAM_CHUNKS} chunks, {interval_ms} ms apart"
+    return _server(port, comment, "text/event-stream", body)
 
 
 def nginx_config(
