@@ -76,11 +76,14 @@ def texts(events: list[Event]) -> list[str]:
 
 
 def models_file(tmp_path: Path, base_url: str, **spec: Any) -> Path:
+    """The default alias at `base_url`, retrying at once (the router's backoff is not under
+    test here)."""
     alias = {
         "provider": "openai",
         "model": "gpt-4o-mini",
         "base_url": base_url,
         "api_key_env": KEY_ENV,
+        "backoff": {"base": 0.001, "max": 0.005},
         **spec,
     }
     path = tmp_path / "models.yaml"
@@ -89,10 +92,20 @@ def models_file(tmp_path: Path, base_url: str, **spec: Any) -> Path:
 
 
 @pytest.fixture
-def slow_server(make_server, fake, tmp_path, monkeypatch):
-    """A server whose upstream deadline is 0.6 s."""
+def configured(make_server, fake, tmp_path, monkeypatch):
+    """A server whose default alias has these settings (see `models_file`)."""
     monkeypatch.setenv(KEY_ENV, UPSTREAM_KEY)
-    return make_server(models_file=models_file(tmp_path, fake.base_url, timeouts={"deadline": 0.6}))
+
+    def make(**spec: Any) -> Any:
+        return make_server(models_file=models_file(tmp_path, fake.base_url, **spec))
+
+    return make
+
+
+@pytest.fixture
+def slow_server(configured):
+    """A server whose upstream deadline is 0.6 s, without retries."""
+    return configured(timeouts={"deadline": 0.6}, retries=0)
 
 
 def raw_request(url: str, path: str, key: str, body: dict[str, Any]) -> socket.socket:
@@ -289,17 +302,40 @@ def test_output_failing_its_schema_ends_with_an_error_event(server, client, fake
     ],
 )
 def test_upstream_refusals_before_the_first_token_are_plain_problems(
-    server, client, fake, caplog, behaviour, status, code
+    configured, fake, caplog, behaviour, status, code
 ):
     caplog.set_level(logging.DEBUG)
+    server = configured(retries=1)
     register(server, SENTIMENT)
     fake.default = behaviour
-    response, events = stream(client, "/v1/prompts/sentiment", {"text": "a"})
+    with server.consumer() as consumer:
+        response, events = stream(consumer, "/v1/prompts/sentiment", {"text": "a"})
     assert events == []
     assert_problem(response, status, code)
     if status == 503:
         assert response.headers["retry-after"] == "7"
     assert_log_clean(caplog)
+
+
+def test_router_retries_before_the_first_delta_but_never_after(configured, fake):
+    server = configured(retries=2)
+    register(server, ECHO)
+    fake.then(Behaviour(status=500), Behaviour(status=503), Behaviour(stream_chunks=["a", "b"]))
+    with server.consumer() as consumer:
+        _, events = stream(consumer, "/v1/prompts/echo", {"text": "x"})
+        assert texts(events) == ["a", "b"]
+        done = events[-1][1]
+        assert (done["attempts"], done["deployment"]) == (3, "default#0")
+        assert len(fake.requests) == 3
+
+        # Once a delta is out, a failure is the stream's end: no second attempt.
+        fake.then(Behaviour(stream_chunks=["a", "b", "c"], cut_after=1), Behaviour())
+        _, events = stream(consumer, "/v1/prompts/echo", {"text": "x"})
+    assert texts(events) == ["a"]
+    assert events[-1][0] == "error" and events[-1][1]["code"] == "upstream_error"
+    assert len(fake.requests) == 4
+    calls = wait_for_calls(server.admin, lambda found: len(found) >= 2)
+    assert sorted((c["status"], c["attempts"]) for c in calls) == [(200, 3), (502, 1)]
 
 
 def test_caller_mistakes_are_plain_problems(server, client, fake):
