@@ -305,7 +305,7 @@ def test_upstream_refusals_before_the_first_token_are_plain_problems(
     configured, fake, caplog, behaviour, status, code
 ):
     caplog.set_level(logging.DEBUG)
-    server = configured(retries=1)
+    server = configured(retries=0)
     register(server, SENTIMENT)
     fake.default = behaviour
     with server.consumer() as consumer:
