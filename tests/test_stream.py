@@ -194,6 +194,38 @@ def test_query_parameter_accept_header_and_pinned_versions(server, client, fake)
     assert error_paths(assert_problem(bad, 400, "malformed_request")) == {"?stream"}
 
 
+def test_labels_and_lifecycle_apply_to_streamed_calls(server, client, fake):
+    register(server, ECHO)
+    register(server, {**ECHO, "messages": [{"role": "user", "content": "Two: {{ text }}"}]})
+    fake.default = Behaviour(stream_chunks=["a"])
+    sunset = {"sunset": "2031-06-30T23:59:59Z", "successor": 2}
+    deprecated = server.admin.post("/admin/v1/prompts/echo/versions/1/deprecate", json=sunset)
+    assert deprecated.status_code == 200, deprecated.text
+    labelled = server.admin.put("/admin/v1/prompts/echo/labels/old", json={"version": 1})
+    assert labelled.status_code in (200, 201), labelled.text
+
+    # The deprecation headers go out with the stream's own, before the first delta.
+    response, events = stream(client, "/v1/prompts/echo", {"text": "x"}, params={"label": "old"})
+    assert events[-1][1]["prompt"] == {"name": "echo", "version": 1}
+    assert response.headers["deprecation"].startswith("@")
+    assert response.headers["sunset"] == "Mon, 30 Jun 2031 23:59:59 GMT"
+    assert response.headers["link"] == '</v1/prompts/echo/versions/2>; rel="successor-version"'
+    assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+    current, events = stream(client, "/v1/prompts/echo", {"text": "x"})
+    assert events[-1][1]["prompt"]["version"] == 2
+    assert "deprecation" not in current.headers
+
+    unlabelled = server.admin.delete("/admin/v1/prompts/echo/labels/old")
+    assert unlabelled.status_code in (200, 204), unlabelled.text
+    retired = server.admin.post("/admin/v1/prompts/echo/versions/1/retire", json={})
+    assert retired.status_code == 200, retired.text
+    gone, events = stream(client, "/v1/prompts/echo/versions/1", {"text": "x"})
+    assert events == []
+    assert_problem(gone, 410, "version_retired")
+    bad, _ = stream(client, "/v1/prompts/echo", {"text": "x"}, params={"label": ""})
+    assert error_paths(assert_problem(bad, 400, "malformed_request")) == {"?label"}
+
+
 def test_done_event_has_the_validated_output_and_its_cost(make_server, fake, tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, UPSTREAM_KEY)
     prices = {"input": 0.15, "output": 0.6}
