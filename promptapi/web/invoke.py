@@ -39,32 +39,23 @@ async def invoke(scope: Scope, receive: Receive, send: Send) -> None:
     data = await read_json_body(receive, content_type, content_length, settings.max_body_bytes)
     params = scope["path_params"]
     label = _label(scope["query_string"], params.get("version")) if scope["query_string"] else None
+    call = {
+        "caller": caller,
+        "version": params.get("version"),
+        "request_id": scope["state"]["request_id"],
+        "label": label,
+    }
     if streamed:
-        events = gateway.stream(
-            params["name"],
-            data,
-            caller=caller,
-            version=params.get("version"),
-            request_id=scope["state"]["request_id"],
-            label=label,
-        )
         await stream.respond(
             scope,
             receive,
             send,
-            events,
+            gateway.stream(params["name"], data, **call),
             heartbeat=settings.stream_heartbeat,
             headers=lambda prompt: _lifecycle_headers(gateway, prompt),
         )
         return
-    envelope = await gateway.invoke(
-        params["name"],
-        data,
-        caller=caller,
-        version=params.get("version"),
-        request_id=scope["state"]["request_id"],
-        label=label,
-    )
+    envelope = await gateway.invoke(params["name"], data, **call)
     served = gateway.registry.get(params["name"], envelope["prompt"]["version"])
     headers = views.deprecation_headers(served) if served is not None else None
     await JSON(envelope, headers=headers)(scope, receive, send)
