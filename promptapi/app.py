@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 
 from promptapi.config import Settings
 from promptapi.gateway import Gateway
-from promptapi.web import admin, invoke, system
+from promptapi.web import admin, catalog, invoke, system
 from promptapi.web.errors import EXCEPTION_HANDLERS, RequestIdFilter, RequestIdMiddleware
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None, *, prepared: bool = False) -> S
         lifespan=lifespan,
     )
     app.state.gateway = gateway
+    app.router.routes.extend(catalog.routes(settings))
     return app
 
 

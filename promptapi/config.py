@@ -43,6 +43,7 @@ class Settings:
     access_log: bool = False
     forwarded_allow_ips: str | None = None
     stream_heartbeat: float = 15.0
+    catalog: str = "public"
     # OpenAI client conventions, read without the PROMPTAPI_ prefix.
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None

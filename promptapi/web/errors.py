@@ -94,6 +94,10 @@ def problem(error: PromptAPIError, path: str, request_id: str) -> dict[str, Any]
 
 
 def problem_response(error: PromptAPIError, request: Request) -> Response:
+    # An HTML page (the catalog) registers how its errors are shown to people.
+    page = request.scope.get("state", {}).get("error_page")
+    if page is not None:
+        return page(error, request)
     body = problem(error, request.url.path, request_id(request))
     return Response(
         orjson.dumps(body), status_code=error.status, headers=error.headers, media_type=PROBLEM_JSON
