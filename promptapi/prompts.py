@@ -31,6 +31,7 @@ FIELDS = (
     "name",
     "version",
     "description",
+    "tags",
     "model",
     "params",
     "input_schema",
@@ -71,6 +72,12 @@ DEFINITION_SCHEMA: dict[str, Any] = {
         "name": {"type": "string", "pattern": NAME_PATTERN},
         "version": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
         "description": {"type": "string", "maxLength": 10000},
+        "tags": {
+            "type": "array",
+            "maxItems": 20,
+            "uniqueItems": True,
+            "items": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_.-]{0,39}$"},
+        },
         "model": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"},
         "params": {
             "type": "object",
@@ -411,6 +418,8 @@ def _check_definition(
         "examples": list(examples),
         # Only when given: definitions stored before this field existed keep their digest.
         **({"output_repair": raw["output_repair"]} if "output_repair" in raw else {}),
+        # Tags too, and only when there are some.
+        **({"tags": list(raw["tags"])} if raw.get("tags") else {}),
     }
 
 
