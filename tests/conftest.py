@@ -304,3 +304,12 @@ ECHO: dict[str, Any] = {
     },
     "messages": [{"role": "user", "content": "Repeat: {{ text }}"}],
 }
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the test item, so fixtures can tell a failed test (the
+    browser tests save a screenshot then)."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report

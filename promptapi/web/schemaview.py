@@ -252,15 +252,9 @@ def _object_field(
         _field(root, child, name, name, f"{id_}-{_slug(name)}", name in names, depth + 1, seen)
         for name, child in node["properties"].items()
     ]
+    hints = [h for h in constraints(node) if h != "no other properties"]
     return Field(
-        "object",
-        key,
-        label,
-        id_,
-        required,
-        str(node.get("description") or ""),
-        constraints(node),
-        children=children,
+        "object", key, label, id_, required, str(node.get("description") or ""), hints, children
     )
 
 

@@ -105,7 +105,7 @@
         return undefined;
       }
     }
-    return raw === "" && !required ? undefined : raw;
+    return raw === "" ? undefined : raw; // an empty box means "not given"
   }
 
   function setValue(field, value) {
