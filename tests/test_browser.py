@@ -430,3 +430,51 @@ def test_unknown_prompt_page(site: Server, page: Any) -> None:
     assert page.locator("h1").inner_text() == "Not found"
     page.get_by_role("link", name="Back to the catalog").click()
     page.wait_for_url(site.url + "/")
+
+
+def test_every_control_round_trips_between_form_and_json(
+    make_server: Callable[..., Server], page: Any
+) -> None:
+    """A value using every field of a tricky schema goes JSON -> form -> JSON unchanged, and
+    the form's body is accepted by the server."""
+    from tests.test_catalog import TRICKY
+
+    server = make_server()
+    assert server.admin.post("/admin/v1/prompts", json=TRICKY).status_code == 201
+    value = {
+        "title": "Hi",
+        "body": "A long body\nover two lines.",
+        "email": "a@example.com",
+        "urgent": True,
+        "count": 3,
+        "ratio": 0.5,
+        "tone": "casual",
+        "ship_to": {"city": "Paris", "country": "FR"},
+        "lines": [{"sku": "ABC-1", "qty": 2}, {"sku": "XYZ-2", "qty": 1}],
+        "langs": ["FR", "JP"],
+        "contact": {"phone": "123"},
+        "tree": {"label": "root", "child": {"label": "leaf"}},
+        "extra": {"k": "v"},
+    }
+    page.goto(server.url + "/prompts/tricky")
+    page.get_by_label("API key").fill(key_for(server))
+    page.get_by_label("Raw JSON").check()
+    page.get_by_label("Request body (JSON)").fill(json.dumps(value))
+    page.get_by_label("Form", exact=True).check()
+    assert page.locator("#tryit [data-key=lines] .pa-item").count() == 2
+    langs = page.locator("#tryit [data-key=langs]")
+    assert langs.get_by_label("JP").is_checked() and not langs.get_by_label("DE").is_checked()
+    assert page.get_by_label("urgent").is_checked()
+    assert page.locator("#tryit [data-key=tone] select").input_value() == '"casual"'
+    shoot(page, "try-it-tricky")
+    page.get_by_label("Raw JSON").check()
+    assert json.loads(page.get_by_label("Request body (JSON)").input_value()) == value
+    page.get_by_label("Form", exact=True).check()
+    page.get_by_role("button", name="Send request").click()
+    page.locator("#result.ok").wait_for()
+    assert json.loads(page.locator("#result-output").inner_text()) == {"answer": "ok"}
+    # A JSON box with bad JSON is caught before anything is sent.
+    page.locator("#tryit [data-key=extra] textarea").fill("{oops")
+    page.get_by_role("button", name="Send request").click()
+    error = page.locator("#tryit [data-key=extra] .pa-error")
+    assert "not valid JSON" in error.inner_text()

@@ -416,7 +416,7 @@ def test_everything_an_admin_writes_is_escaped(make_server: Callable[..., Server
 
 @pytest.mark.parametrize("value", ["off", "OFF"])
 def test_catalog_off(make_server: Callable[..., Server], value: str) -> None:
-    server = make_server(catalog=value.lower())
+    server = make_server(catalog=value)
     register(server, ECHO)
     for path in ("/", "/prompts/echo", "/static/catalog/catalog.css"):
         assert_problem(server.client.get(path), 404, "not_found")

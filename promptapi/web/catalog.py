@@ -44,6 +44,7 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
     "Cache-Control": "no-cache",
 }
 
@@ -135,9 +136,18 @@ def _visible_versions(registry: Registry, name: str) -> list[Version]:
     return [v for v in registry.versions(name) if v.state != "draft"]
 
 
+def _current(registry: Registry, name: str) -> Version:
+    """The version unpinned calls get (raises NotFound when there is none)."""
+    number = registry.resolve(name).version
+    for version in registry.versions(name):
+        if version.prompt.version == number:
+            return version
+    raise NotFound(f"No published prompt named {name!r}.")
+
+
 def _entry(registry: Registry, name: str) -> Entry:
-    prompt = registry.resolve(name)
-    version = next(v for v in registry.versions(name) if v.prompt.version == prompt.version)
+    version = _current(registry, name)
+    prompt = version.prompt
     props = prompt.input_schema.get("properties")
     inputs = list(props) if isinstance(props, dict) else []
     tags = _tags(prompt)
@@ -163,7 +173,7 @@ def entries(registry: Registry) -> list[Entry]:
     for name in registry.names():
         try:
             found.append(_entry(registry, name))
-        except (NotFound, StopIteration):
+        except NotFound:  # removed since names() was read
             continue
     return found
 
@@ -178,11 +188,6 @@ def matches(entry: Entry, q: str, tag: str, model: str) -> bool:
 
 
 # -- responses ----------------------------------------------------------------------------
-
-
-def _settings(request: Request) -> Settings:
-    gateway: Gateway = request.app.state.gateway
-    return gateway.settings
 
 
 def _page(
@@ -240,14 +245,13 @@ async def index(request: Request) -> Response:
 
 def _pick_version(registry: Registry, name: str, raw: str | None) -> tuple[Version, bool]:
     """The version a prompt page shows: the current one, or `?version=N` (never a draft)."""
-    current = registry.resolve(name)
-    visible = _visible_versions(registry, name)
+    current = _current(registry, name)
     if raw is None or raw == "":
-        return next(v for v in visible if v.prompt.version == current.version), False
+        return current, False
     if raw.isdigit():
-        for version in visible:
+        for version in _visible_versions(registry, name):
             if version.prompt.version == int(raw):
-                return version, version.prompt.version != current.version
+                return version, version is not current
     raise NotFound(f"Prompt {name!r} has no published version {raw[:20]!r}.")
 
 
@@ -262,10 +266,8 @@ async def prompt_page(request: Request) -> Response:
     gateway = _catalog_request(request)
     registry = gateway.registry
     name = request.path_params["name"]
-    try:
-        version, pinned = _pick_version(registry, name, request.query_params.get("version"))
-    except StopIteration:
-        raise NotFound(f"No published prompt named {name!r}.") from None
+    version, pinned = _pick_version(registry, name, request.query_params.get("version"))
+    current = _current(registry, name).prompt.version
     prompt = version.prompt
     path = f"/v1/prompts/{name}" + (f"/versions/{prompt.version}" if pinned else "")
     url = str(request.base_url).rstrip("/") + path
@@ -277,7 +279,7 @@ async def prompt_page(request: Request) -> Response:
             "created_at": v.created_at,
             "labels": _labels(registry, name, v),
             "digest": v.prompt.digest[:12],
-            "current": v.prompt.version == registry.resolve(name).version,
+            "current": v.prompt.version == current,
         }
         for v in reversed(_visible_versions(registry, name))
     ]
@@ -343,11 +345,12 @@ class _StaticHeaders:
 
 def routes(settings: Settings) -> list[BaseRoute]:
     """The catalog's routes for this configuration (none when it is off)."""
-    if settings.catalog not in MODES:
+    mode = settings.catalog.strip().lower()
+    if mode not in MODES:
         raise ConfigError(
             f"PROMPTAPI_CATALOG must be one of {', '.join(MODES)}, got {settings.catalog!r}"
         )
-    if settings.catalog == "off":
+    if mode == "off":
         return []
     return [
         route("/", get=index),
