@@ -413,6 +413,28 @@ def test_javascript_snippet_works_in_the_browser(site: Server, page: Any) -> Non
     )
     assert result[0][0] == "Hello, Ada!"
     assert result[0][1]["input_tokens"] >= 0
+    # The copy button puts the snippet on the clipboard.
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.get_by_role("tab", name="JavaScript (fetch)").click()
+    page.get_by_role("button", name="Copy JavaScript (fetch) code").click()
+    assert page.evaluate("navigator.clipboard.readText()") == snippet
+
+
+def test_try_it_works_from_the_keyboard(site: Server, page: Any) -> None:
+    page.goto(site.url + "/prompts/greeting")
+    page.get_by_label("API key").focus()
+    page.keyboard.type(key_for(site))
+    page.keyboard.press("Tab")  # Forget key
+    page.keyboard.press("Tab")  # the mode radios
+    page.keyboard.press("Tab")  # Fill with the example
+    page.keyboard.press("Enter")
+    page.keyboard.press("Tab")  # who
+    assert page.evaluate("document.activeElement.id") == page.get_by_label("who").get_attribute(
+        "id"
+    )
+    page.keyboard.press("Enter")  # submits the form
+    page.locator("#result.ok").wait_for()
+    assert page.locator("#result-output").inner_text() == "Hello, Ada!"
 
 
 def test_pages_fit_a_phone_screen(site: Server, page: Any) -> None:
