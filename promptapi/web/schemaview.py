@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 MAX_DEPTH = 10
 LONG_STRING = 200
@@ -222,6 +222,16 @@ class Field:
     min_items: int = 0
 
 
+class _Slot(NamedTuple):
+    """Where a field sits: its property name (none for array items), label, id, and whether
+    its parent requires it."""
+
+    key: str | None
+    label: str
+    id: str
+    required: bool
+
+
 def form(schema: Any) -> Field | None:
     """The form tree of an input schema, or None when the root is not an object with
     properties (then only the raw JSON mode can express the input)."""
@@ -230,7 +240,7 @@ def form(schema: Any) -> Field | None:
         isinstance(node, dict) and isinstance(node.get("properties"), dict) and not _combined(node)
     ):
         return None
-    return _object_field(schema, node, None, "input", "f", True, 0, seen)
+    return _object_field(schema, node, _Slot(None, "input", "f", True), 0, seen)
 
 
 def _slug(text: str) -> str:
@@ -238,48 +248,34 @@ def _slug(text: str) -> str:
 
 
 def _object_field(
-    root: Any,
-    node: dict[str, Any],
-    key: str | None,
-    label: str,
-    id_: str,
-    required: bool,
-    depth: int,
-    seen: tuple[str, ...],
+    root: Any, node: dict[str, Any], slot: _Slot, depth: int, seen: tuple[str, ...]
 ) -> Field:
     names = node.get("required") if isinstance(node.get("required"), list) else []
     children = [
-        _field(root, child, name, name, f"{id_}-{_slug(name)}", name in names, depth + 1, seen)
+        _field(
+            root,
+            child,
+            _Slot(name, name, f"{slot.id}-{_slug(name)}", name in names),
+            depth + 1,
+            seen,
+        )
         for name, child in node["properties"].items()
     ]
     hints = [h for h in constraints(node) if h != "no other properties"]
-    return Field(
-        "object", key, label, id_, required, str(node.get("description") or ""), hints, children
-    )
+    description = str(node.get("description") or "")
+    return Field("object", *slot, description, hints, children)
 
 
 def _plain(schema: Any) -> bool:
     return isinstance(schema, str | int | float | bool) or schema is None
 
 
-def _field(
-    root: Any,
-    schema: Any,
-    key: str | None,
-    label: str,
-    id_: str,
-    required: bool,
-    depth: int,
-    seen: tuple[str, ...],
-) -> Field:
+def _field(root: Any, schema: Any, slot: _Slot, depth: int, seen: tuple[str, ...]) -> Field:
     node, seen = resolve(root, schema, seen)
     if isinstance(node, dict):
         node = _drop_null_variant(root, node, seen)
     base: dict[str, Any] = {
-        "key": key,
-        "label": label,
-        "id": id_,
-        "required": required,
+        **slot._asdict(),
         "description": str(node.get("description") or "") if isinstance(node, dict) else "",
         "hints": constraints(node) if isinstance(node, dict) else [],
     }
@@ -302,7 +298,7 @@ def _field(
     kind = types[0]
     if kind == "object":
         if isinstance(node.get("properties"), dict) and node["properties"]:
-            return _object_field(root, node, key, label, id_, required, depth, seen)
+            return _object_field(root, node, slot, depth, seen)
         return Field("json", **base)
     if kind == "array":
         return _array_field(root, node, base, depth, seen)
@@ -357,5 +353,6 @@ def _array_field(
         return Field(
             "enum-set", options=[(_value(v), str(v)) for v in choices], min_items=min_items, **base
         )
-    item = _field(root, items, None, f"{base['label']} item", f"{base['id']}-i", True, depth, seen)
+    slot = _Slot(None, f"{base['label']} item", f"{base['id']}-i", True)
+    item = _field(root, items, slot, depth, seen)
     return Field("array", item=item, min_items=min_items, **base)
