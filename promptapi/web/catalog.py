@@ -180,6 +180,8 @@ def _make_entry(version: Version, labels: tuple[str, ...]) -> Entry:
         tags=tags,
         version=prompt.version,
         state=version.state,
+        sunset=getattr(version, "sunset", None),
+        successor=getattr(version, "successor", None),
         model=prompt.model,
         labels=labels,
         inputs=inputs,
@@ -315,6 +317,9 @@ async def prompt_page(request: Request) -> Response:
             "labels": _labels(registry, name, v),
             "digest": v.prompt.digest[:12],
             "current": v.prompt.version == current,
+            # Lifecycle details, when the registry keeps them.
+            "sunset": getattr(v, "sunset", None),
+            "successor": getattr(v, "successor", None),
         }
         for v in reversed(_visible_versions(registry, name))
     ]
