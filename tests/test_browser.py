@@ -500,3 +500,20 @@ def test_every_control_round_trips_between_form_and_json(
     page.get_by_role("button", name="Send request").click()
     error = page.locator("#tryit [data-key=extra] .pa-error")
     assert "not valid JSON" in error.inner_text()
+
+
+def test_api_docs_load_with_the_network_cut_off(site: Server, page: Any) -> None:
+    """/docs (interactive API docs, built by another part of promptapi) renders every prompt's
+    operation from assets served by promptapi itself."""
+    if "/docs" not in {getattr(r, "path", None) for r in site.app.routes}:
+        pytest.skip("this build has no /docs page")
+    page.goto(site.url + "/docs")
+    page.locator(".opblock").first.wait_for()
+    shoot(page, "docs")
+    operations = page.locator(".opblock-summary-path").all_inner_texts()
+    assert any("/v1/prompts/order" in op for op in operations), operations
+    assert any("/v1/prompts/greeting" in op for op in operations), operations
+    # The catalog links to it.
+    page.goto(site.url + "/")
+    page.get_by_role("link", name="API reference").click()
+    page.wait_for_url(site.url + "/docs")
