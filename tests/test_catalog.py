@@ -375,7 +375,8 @@ def test_unknown_prompt_is_a_404_page(catalog: Server) -> None:
     assert response.headers["x-request-id"] in page.get_text()
     # A version that does not exist, or is not a number, is a 404 page too.
     assert_page(catalog.client.get("/prompts/tricky?version=9"), 404)
-    assert_page(catalog.client.get("/prompts/tricky?version=x"), 404)
+    for odd in ("x", "²", "-1", "1.0", "9" * 400):
+        assert_page(catalog.client.get("/prompts/tricky", params={"version": odd}), 404)
     # The API keeps answering problem+json.
     assert_problem(catalog.client.get("/v1/prompts/nope"), 401)
     assert_problem(catalog.client.get("/static/catalog/nope.css"), 404)
