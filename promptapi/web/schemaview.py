@@ -10,6 +10,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from promptapi.prompts import MISSING
+from promptapi.prompts import resolve as at_pointer
+
 MAX_DEPTH = 10
 LONG_STRING = 200
 _INPUT_FORMATS = {"date": "date", "email": "email", "uri": "url", "uri-reference": "url"}
@@ -20,17 +23,11 @@ def resolve(root: Any, schema: Any, seen: tuple[str, ...] = ()) -> tuple[Any, tu
     to get there. A cycle stops at the repeated ref."""
     while isinstance(schema, dict) and isinstance(schema.get("$ref"), str):
         ref = schema["$ref"]
-        if not ref.startswith("#") or ref in seen:
+        if not (ref == "#" or ref.startswith("#/")) or ref in seen:
             break
-        target: Any = root
-        for part in ref.removeprefix("#").lstrip("/").split("/") if ref != "#" else []:
-            part = part.replace("~1", "/").replace("~0", "~")
-            if isinstance(target, list) and part.isdigit() and int(part) < len(target):
-                target = target[int(part)]
-            elif isinstance(target, dict) and part in target:
-                target = target[part]
-            else:
-                return schema, seen
+        target = at_pointer(root, ref[1:])
+        if target is MISSING:
+            break
         seen = (*seen, ref)
         siblings = {k: v for k, v in schema.items() if k != "$ref"}
         schema = {**target, **siblings} if isinstance(target, dict) else target
