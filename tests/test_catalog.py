@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from bs4 import BeautifulSoup, Tag
 
 from promptapi.app import create_app
+from promptapi.cli import main
 from promptapi.config import Settings
 from promptapi.errors import ConfigError
 from tests.conftest import ECHO, SENTIMENT, Server
@@ -451,3 +453,32 @@ def test_tags_are_validated(make_server: Callable[..., Server]) -> None:
     response = server.admin.post("/admin/v1/prompts", json={**ECHO, "tags": ["Bad Tag", "ok"]})
     body = assert_problem(response, 422, "definition_invalid")
     assert {e["path"] for e in body["errors"]} == {"/tags/0"}
+
+
+def test_tags_in_prompt_files_are_shown_and_exported(
+    make_server: Callable[..., Server],
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder = tmp_path / "prompts" / "tagged"
+    folder.mkdir(parents=True)
+    definition = {**copy.deepcopy(ECHO), "name": "tagged", "version": 1, "tags": ["billing", "eu"]}
+    (folder / "1.yaml").write_text(yaml.safe_dump(definition, sort_keys=False))
+    server = make_server()  # syncs the folder at start
+    page = assert_page(server.client.get("/", params={"tag": "eu"}))
+    assert visible_cards(page) == ["tagged"]
+    card = page.select_one("li.card:not([hidden])")
+    assert [c.get_text(strip=True) for c in card.select(".chip")] == ["#billing", "#eu"]
+    # `export` writes the tags back, right after the description, and the file syncs unchanged.
+    monkeypatch.setenv("PROMPTAPI_DATABASE_URL", database_url)
+    out = tmp_path / "exported"
+    assert main(["export", str(out)]) == 0
+    text = (out / "tagged" / "1.yaml").read_text()
+    keys = [line.split(":")[0] for line in text.splitlines() if line[:1].isalpha()]
+    assert keys[keys.index("description") + 1] == "tags"
+    assert yaml.safe_load(text)["tags"] == ["billing", "eu"]
+    capsys.readouterr()
+    assert main(["sync", "--dir", str(out)]) == 0
+    assert "0 created, 1 unchanged, 0 errors" in capsys.readouterr().out
