@@ -482,3 +482,50 @@ def test_tags_in_prompt_files_are_shown_and_exported(
     capsys.readouterr()
     assert main(["sync", "--dir", str(out)]) == 0
     assert "0 created, 1 unchanged, 0 errors" in capsys.readouterr().out
+
+
+def test_lifecycle_states_labels_and_drafts(catalog: Server) -> None:
+    """Drafts never appear; labels, deprecation (sunset, successor) and retirement do."""
+    draft_only = {**copy.deepcopy(ECHO), "name": "secret", "state": "draft"}
+    register(catalog, draft_only, {**ECHO, "description": "Echo v2."})
+    register(catalog, {**ECHO, "description": "Echo v3, a draft.", "state": "draft"})
+    admin = catalog.admin
+    assert admin.put("/admin/v1/prompts/echo/labels/staging", json={"version": 1}).is_success
+    assert admin.put("/admin/v1/prompts/echo/labels/production", json={"version": 2}).is_success
+    sunset = "2030-01-31T00:00:00Z"
+    deprecated = admin.post(
+        "/admin/v1/prompts/echo/versions/1/deprecate", json={"sunset": sunset, "successor": 2}
+    )
+    assert deprecated.is_success, deprecated.text
+
+    page = assert_page(catalog.client.get("/"))
+    assert "secret" not in visible_cards(page) and "secret" not in page.get_text()
+    echo = next(c for c in page.select("li.card") if "echo" in c.get_text())
+    assert "v2" in echo.get_text()
+    assert [c.get_text(strip=True) for c in echo.select(".chip-label")] == ["production"]
+    assert_page(catalog.client.get("/prompts/secret"), 404)
+
+    page = assert_page(catalog.client.get("/prompts/echo"))
+    history = rows(page.select_one("#versions table"))
+    assert list(history) == ["v2 current", "v1"]  # the draft v3 is not shown
+    assert history["v2 current"][:2] == ["published", "production"]
+    assert history["v1"][:2] == ["deprecated sunset 2030-01-31", "staging"]
+    assert_page(catalog.client.get("/prompts/echo?version=3"), 404)
+
+    old = assert_page(catalog.client.get("/prompts/echo?version=1"))
+    notice = " ".join(n.get_text(" ", strip=True) for n in old.select(".notice"))
+    assert "deprecated" in notice and "2030-01-31" in notice and "version 2" in notice
+
+    assert admin.delete("/admin/v1/prompts/echo/labels/staging").is_success
+    assert admin.post("/admin/v1/prompts/echo/versions/1/retire").is_success
+    retired = assert_page(catalog.client.get("/prompts/echo?version=1"))
+    assert "retired" in retired.select_one(".notice-bad").get_text()
+
+
+def test_a_prompt_whose_versions_are_all_retired_is_gone(catalog: Server) -> None:
+    register(catalog, {**copy.deepcopy(ECHO), "name": "old"})
+    assert catalog.admin.post("/admin/v1/prompts/old/versions/1/retire").is_success
+    assert "old" not in visible_cards(assert_page(catalog.client.get("/")))
+    page = assert_page(catalog.client.get("/prompts/old"), 410)
+    assert page.select_one("h1").get_text(strip=True) == "Prompt version retired"
+    assert_page(catalog.client.get("/prompts/old?version=1"), 410)

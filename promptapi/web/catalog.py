@@ -112,20 +112,9 @@ def _tags(prompt: Prompt) -> tuple[str, ...]:
 
 
 def _labels(registry: Registry, name: str, version: Version) -> tuple[str, ...]:
-    """The labels pointing at a version, when the registry keeps labels; none otherwise."""
-    own = getattr(version, "labels", None)
-    if own is not None:
-        return tuple(sorted(own))
-    lookup = getattr(registry, "labels", None)
-    if callable(lookup):
-        try:
-            mapping = lookup(name)
-        except PromptAPIError:
-            return ()
-        if isinstance(mapping, dict):
-            number = version.prompt.version
-            return tuple(sorted(label for label, target in mapping.items() if target == number))
-    return ()
+    """The labels pointing at a version."""
+    number = version.prompt.version
+    return tuple(label for label, target in registry.labels(name).items() if target == number)
 
 
 def _summary(text: str, limit: int = 220) -> str:
@@ -146,12 +135,9 @@ _cards: dict[tuple[Entry, bool], Markup] = {}
 
 
 def _current(registry: Registry, name: str) -> Version:
-    """The version unpinned calls get (raises NotFound when there is none)."""
-    number = registry.resolve(name).version
-    for version in registry.versions(name):
-        if version.prompt.version == number:
-            return version
-    raise NotFound(f"No published prompt named {name!r}.")
+    """The version unpinned calls get: 404 for an unknown or draft-only prompt, 410 when every
+    version is retired."""
+    return registry.lookup(name)
 
 
 def _entry(registry: Registry, name: str) -> Entry:
@@ -194,7 +180,7 @@ def entries(registry: Registry) -> list[Entry]:
     for name in registry.names():
         try:
             found.append(_entry(registry, name))
-        except NotFound:  # removed since names() was read
+        except PromptAPIError:  # changed since names() was read
             continue
     return found
 
@@ -315,9 +301,8 @@ async def prompt_page(request: Request) -> Response:
             "labels": _labels(registry, name, v),
             "digest": v.prompt.digest[:12],
             "current": v.prompt.version == current,
-            # Lifecycle details, when the registry keeps them.
-            "sunset": getattr(v, "sunset", None),
-            "successor": getattr(v, "successor", None),
+            "sunset": v.sunset,
+            "successor": v.successor,
         }
         for v in reversed(_visible_versions(registry, name))
     ]
@@ -327,8 +312,8 @@ async def prompt_page(request: Request) -> Response:
         entry=_entry(registry, name),
         prompt=prompt,
         state=version.state,
-        sunset=getattr(version, "sunset", None),
-        successor=getattr(version, "successor", None),
+        sunset=version.sunset,
+        successor=version.successor,
         labels=_labels(registry, name, version),
         pinned=pinned,
         endpoint=path,
