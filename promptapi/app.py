@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 
 from promptapi.config import Settings
 from promptapi.gateway import Gateway
-from promptapi.web import admin, catalog, invoke, system
+from promptapi.web import admin, catalog, docs, invoke, openapi, system
 from promptapi.web.errors import EXCEPTION_HANDLERS, RequestIdFilter, RequestIdMiddleware
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None, *, prepared: bool = False) -> S
             await gateway.aclose()
 
     app = Starlette(
-        routes=[*invoke.routes, *admin.routes, *system.routes],
+        routes=[*invoke.routes, *admin.routes, *system.routes, *openapi.routes, *docs.routes],
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,

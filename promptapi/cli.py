@@ -365,6 +365,29 @@ def cmd_admin_token(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_with_gateway(settings, run))
 
 
+def cmd_openapi(args: argparse.Namespace, settings: Settings) -> int:
+    from promptapi.web.openapi import build_document
+
+    documents: list[dict[str, Any]] = []
+
+    async def load(gateway: Gateway) -> int:
+        await gateway.store.ensure_schema(migrate=settings.auto_migrate)
+        await gateway.refresh(force=True)
+        documents.append(build_document(gateway.registry, anonymous=settings.allow_anonymous))
+        return 0
+
+    asyncio.run(_with_gateway(settings, load))
+    document = documents[0]
+    if args.server:
+        document["servers"] = [{"url": url} for url in args.server]
+    text = orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="promptapi", description="Stored LLM prompts served as typed REST APIs."
@@ -458,6 +481,15 @@ def parser() -> argparse.ArgumentParser:
     diff_.add_argument("new", type=int, metavar="TO")
     diff_.add_argument("--json", action="store_true", help="print the structured diff as JSON")
     diff_.set_defaults(func=cmd_diff)
+
+    openapi = sub.add_parser(
+        "openapi", help="print the OpenAPI 3.1 document of the prompts in the database"
+    )
+    openapi.add_argument("--output", "-o", help="write it to this file instead of stdout")
+    openapi.add_argument(
+        "--server", action="append", help="a base URL to list under `servers` (repeatable)"
+    )
+    openapi.set_defaults(func=cmd_openapi)
 
     token = sub.add_parser("admin-token", help="replace the generated admin token")
     token_sub = token.add_subparsers(dest="action", required=True)

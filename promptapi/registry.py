@@ -63,6 +63,9 @@ class Registry:
         self._current: dict[str, Version] = {}
         self._public: set[str] = set()  # prompts with a version that is not a draft
         self._broken: set[tuple[str, int]] = set()  # stored versions that failed to compile
+        # Bumped on every change to what is served, so derived views (the OpenAPI document) can
+        # be cached until the next change.
+        self.generation = 0
 
     # -- changes ----------------------------------------------------------------------------
 
@@ -136,6 +139,7 @@ class Registry:
             self._recompute(name)
 
     def _recompute(self, name: str) -> None:
+        self.generation += 1
         versions = self._versions.get(name)
         if not versions:
             return

@@ -1,0 +1,336 @@
+"""The OpenAPI 3.1 document: one typed operation per published prompt, plus the fixed API.
+
+Built from the in-memory registry and cached until the registry changes (its `generation`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from promptapi import __version__
+from promptapi.gateway import Gateway
+from promptapi.prompts import Prompt
+from promptapi.registry import Registry
+from promptapi.web.components import Components, pascal
+from promptapi.web.http import route
+from promptapi.web.openapi_fixed import (
+    ADMIN,
+    CONSUMER,
+    HEADERS,
+    INVOKE_ERRORS,
+    error_responses,
+    fixed_paths,
+    json_body,
+    shared_schemas,
+)
+
+OPENAPI_VERSION = "3.1.0"
+# Prompt schemas are plain JSON Schema 2020-12, and so are the server's own.
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+# Versions in these states are not served to consumers, so not documented.
+HIDDEN_STATES = frozenset({"draft", "retired"})
+_NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
+
+STREAM_TEXT = (
+    "With `Accept: text/event-stream` or `?stream=true` the answer is a stream of server-sent "
+    "events: `delta` events carry text as the model produces it, then one final `done` event "
+    "carries the whole envelope (the 200 JSON body above), or an `error` event carries a "
+    "problem. Errors found before the stream starts are answered as problem+json."
+)
+
+
+def operation_ids(wanted: list[tuple[str, tuple[Any, ...]]]) -> list[str]:
+    """Unique ids for (wanted id, priority) pairs: among equal wanted ids, the lowest priority
+    keeps the plain id and the others get `_2`, `_3`, ... in priority order."""
+    order = sorted(range(len(wanted)), key=lambda i: (wanted[i][0], wanted[i][1]))
+    taken: set[str] = {w for w, _ in wanted}
+    result = [""] * len(wanted)
+    seen: set[str] = set()
+    for i in order:
+        base = wanted[i][0]
+        if base not in seen:
+            seen.add(base)
+            result[i] = base
+            continue
+        n = 2
+        while f"{base}_{n}" in taken:
+            n += 1
+        result[i] = f"{base}_{n}"
+        taken.add(result[i])
+    return result
+
+
+def _base_id(name: str) -> str:
+    return "call_" + _NOT_IDENTIFIER.sub("_", name)
+
+
+def _summary(prompt: Prompt) -> str:
+    first = prompt.description.strip().splitlines()[0] if prompt.description.strip() else ""
+    text = first or f"Call the prompt {prompt.name}"
+    return text if len(text) <= 120 else text[:119] + "…"
+
+
+def _tags(prompt: Prompt) -> list[str]:
+    tags = prompt.definition.get("tags")
+    if isinstance(tags, list) and tags and all(isinstance(t, str) and t for t in tags):
+        return list(tags)
+    return ["prompts"]
+
+
+def _example_key(example: dict[str, Any], i: int, used: set[str]) -> str:
+    name = example.get("name")
+    key = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") if isinstance(name, str) else ""
+    key = key or f"example-{i + 1}"
+    while key in used:
+        key += f"-{i + 1}"
+    used.add(key)
+    return key
+
+
+class _Builder:
+    def __init__(self, registry: Registry, *, anonymous: bool) -> None:
+        self.registry = registry
+        self.anonymous = anonymous
+        self.components = Components()
+        self.bases: dict[str, str] = {}
+        shared_schemas(self.components)
+
+    def build(self) -> dict[str, Any]:
+        paths: dict[str, dict[str, Any]] = {}
+        planned: list[tuple[str, Prompt, bool]] = []
+        for name in self.registry.names():
+            planned.append((f"/v1/prompts/{name}", self.registry.resolve(name), False))
+        for name in self.registry.names():
+            for version in self.registry.versions(name):
+                if version.state in HIDDEN_STATES:
+                    continue
+                path = f"/v1/prompts/{name}/versions/{version.prompt.version}"
+                planned.append((path, version.prompt, True))
+        names = self.registry.names()
+        unique = operation_ids([(pascal(n), ("-" in n, n)) for n in names])
+        self.bases = {n: u.replace("_", "") for n, u in zip(names, unique, strict=True)}
+        wanted = [
+            (
+                _base_id(p.name) + (f"_v{p.version}" if pinned else ""),
+                (pinned, "-" in p.name, p.name, p.version),
+            )
+            for _, p, pinned in planned
+        ]
+        states = {
+            (v.prompt.name, v.prompt.version): v.state
+            for name in self.registry.names()
+            for v in self.registry.versions(name)
+        }
+        for (path, prompt, pinned), op_id in zip(planned, operation_ids(wanted), strict=True):
+            state = states.get((prompt.name, prompt.version), "published")
+            paths[path] = {"post": self.operation(prompt, op_id, pinned=pinned, state=state)}
+        paths.update(fixed_paths(self.components, anonymous=self.anonymous))
+        return {
+            "openapi": OPENAPI_VERSION,
+            "jsonSchemaDialect": DIALECT,
+            "info": {
+                "title": "promptapi",
+                "version": __version__,
+                "description": (
+                    "Stored LLM prompts served as typed REST endpoints. Each published prompt "
+                    "is one operation, typed by the prompt's own input and output JSON Schemas."
+                ),
+            },
+            "tags": self.tags(paths),
+            "paths": paths,
+            "components": {
+                "schemas": dict(sorted(self.components.schemas.items())),
+                "headers": HEADERS,
+                "securitySchemes": {
+                    CONSUMER: {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": "A consumer API key (`POST /admin/v1/keys`).",
+                    },
+                    ADMIN: {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": "The admin token.",
+                    },
+                },
+            },
+        }
+
+    @staticmethod
+    def tags(paths: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
+        described = {
+            "prompts": "Prompts served as endpoints, and what a consumer key can see.",
+            "admin": "The admin API: prompts, versions, keys, call log, models, sync.",
+            "system": "Health, problem types and these docs.",
+        }
+        used = sorted({t for item in paths.values() for op in item.values() for t in op["tags"]})
+        return [
+            {"name": t, **({"description": described[t]} if t in described else {})} for t in used
+        ]
+
+    def operation(self, prompt: Prompt, op_id: str, *, pinned: bool, state: str) -> dict[str, Any]:
+        base = self.bases[prompt.name]
+        stem = f"{base}V{prompt.version}" if pinned else base
+        resource = f"urn:promptapi:prompt:{prompt.name}:{prompt.version}"
+        input_ref = self.components.add(
+            f"{stem}Input",
+            prompt.input_schema,
+            resource_id=f"{resource}:input",
+            group=f"{base}Input",
+        )
+        if prompt.output_schema is not None:
+            output_ref = self.components.add(
+                f"{stem}Output",
+                prompt.output_schema,
+                resource_id=f"{resource}:output",
+                group=f"{base}Output",
+            )
+        else:
+            output_ref = {"type": "string", "description": "The model's answer, as text."}
+        version_schema: dict[str, Any] = (
+            {"const": prompt.version} if pinned else {"type": "integer", "minimum": 1}
+        )
+        envelope = self.components.claim(
+            f"{stem}Result",
+            {
+                "type": "object",
+                "description": f"The answer of {prompt.name}"
+                + (f" version {prompt.version}." if pinned else "."),
+                "properties": {
+                    "id": {"type": "string", "description": "The call's id."},
+                    "prompt": {
+                        "type": "object",
+                        "properties": {"name": {"const": prompt.name}, "version": version_schema},
+                        "required": ["name", "version"],
+                    },
+                    "model": {"type": "string", "description": "The model that answered."},
+                    "output": output_ref,
+                    "usage": self.components.ref("Usage"),
+                    "cached": {"type": "boolean"},
+                    "mock": {"type": "boolean", "description": "Answered by the mock provider."},
+                    "latency_ms": {"type": "number"},
+                },
+                "required": [
+                    "id",
+                    "prompt",
+                    "model",
+                    "output",
+                    "usage",
+                    "cached",
+                    "mock",
+                    "latency_ms",
+                ],
+            },
+        )
+        body = json_body(input_ref)
+        requests, responses = self.examples(prompt, pinned)
+        if requests:
+            body["content"]["application/json"]["examples"] = requests
+        ok: dict[str, Any] = {
+            "description": "The model's answer in the envelope. " + STREAM_TEXT,
+            "headers": {"X-Request-ID": {"$ref": "#/components/headers/RequestId"}},
+            "content": {
+                "application/json": {"schema": envelope},
+                "text/event-stream": {"schema": {"type": "string"}},
+            },
+        }
+        if responses:
+            ok["content"]["application/json"]["examples"] = responses
+        description = prompt.description.strip() or f"Calls the prompt {prompt.name}."
+        which = (
+            f"This operation is pinned to version {prompt.version}."
+            if pinned
+            else f"Calls the current version (now {prompt.version}); "
+            f"`/v1/prompts/{prompt.name}/versions/{{version}}` pins one."
+        )
+        op: dict[str, Any] = {
+            "operationId": op_id,
+            "summary": _summary(prompt),
+            "description": f"{description}\n\n{which} Model alias: `{prompt.model}`.",
+            "tags": _tags(prompt),
+            "parameters": [
+                {
+                    "name": "stream",
+                    "in": "query",
+                    "required": False,
+                    "description": "Stream the answer as server-sent events (see the 200 answer).",
+                    "schema": {"type": "boolean", "default": False},
+                }
+            ],
+            "requestBody": body,
+            "responses": {"200": ok, **error_responses(INVOKE_ERRORS, self.components)},
+            "security": [{CONSUMER: []}, *([{}] if self.anonymous else [])],
+        }
+        if state == "deprecated":
+            op["deprecated"] = True
+        return op
+
+    def examples(self, prompt: Prompt, pinned: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+        requests: dict[str, Any] = {}
+        responses: dict[str, Any] = {}
+        used: set[str] = set()
+        for i, example in enumerate(prompt.examples):
+            key = _example_key(example, i, used)
+            summary = example.get("name") if isinstance(example.get("name"), str) else None
+            requests[key] = {"value": example["input"], **({"summary": summary} if summary else {})}
+            if "output" not in example:
+                continue
+            output = example["output"]
+            if prompt.output_schema is None and not isinstance(output, str):
+                continue
+            responses[key] = {
+                "value": {
+                    "id": "call_0000000000000000",
+                    "prompt": {"name": prompt.name, "version": prompt.version},
+                    "model": prompt.model,
+                    "output": output,
+                    "usage": {"input_tokens": 0, "output_tokens": 0, "cost_usd": None},
+                    "cached": False,
+                    "mock": False,
+                    "latency_ms": 0.0,
+                }
+            }
+        return requests, responses
+
+
+def build_document(registry: Registry, *, anonymous: bool = False) -> dict[str, Any]:
+    return _Builder(registry, anonymous=anonymous).build()
+
+
+class DocumentCache:
+    """The encoded document, rebuilt only when the registry's generation moves."""
+
+    def __init__(self) -> None:
+        self._key: tuple[int, int] | None = None
+        self._body = b""
+        self.builds = 0
+
+    def get(self, registry: Registry, *, anonymous: bool) -> bytes:
+        key = (id(registry), registry.generation)
+        if key != self._key:
+            self._body = orjson.dumps(build_document(registry, anonymous=anonymous))
+            self._key = key
+            self.builds += 1
+        return self._body
+
+
+def _cache(request: Request) -> DocumentCache:
+    state = request.app.state
+    cache = getattr(state, "openapi_cache", None)
+    if cache is None:
+        cache = state.openapi_cache = DocumentCache()
+    return cache
+
+
+async def openapi_json(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    body = _cache(request).get(gateway.registry, anonymous=gateway.settings.allow_anonymous)
+    return Response(body, media_type="application/json")
+
+
+routes = [route("/openapi.json", get=openapi_json)]
