@@ -406,12 +406,13 @@ def _check_definition(
                 problems.append({"path": f"/messages/{i}/content", "message": problem})
     if problems:
         raise DefinitionInvalid(_summary(problems), errors=problems)
+    params = raw.get("params") or {}
     return {
         "name": raw["name"],
-        "version": raw.get("version"),
+        "version": _integer(raw.get("version")),
         "description": raw.get("description", ""),
         "model": model,
-        "params": dict(raw.get("params") or {}),
+        "params": {k: _integer(v) if k in _INTEGER_PARAMS else v for k, v in params.items()},
         "input_schema": input_schema,
         "output_schema": output_schema,
         "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
@@ -432,6 +433,15 @@ def template_variables(contents: Iterable[str]) -> set[str]:
         except jinja2.TemplateSyntaxError:
             continue  # check_definition reports it with its line
     return found - {"input"}
+
+
+_INTEGER_PARAMS = ("max_tokens", "seed")
+
+
+def _integer(value: Any) -> Any:
+    """JSON Schema counts 3.0 as an integer; store it as 3, so version numbers and integer
+    params are ints everywhere (URLs, the database, the provider's request)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _dry_render(template: jinja2.Template, inputs: list[tuple[str, Any]]) -> str | None:

@@ -8,6 +8,7 @@ from typing import Any
 from promptapi.errors import all_problem_types
 from promptapi.prompts import DEFINITION_SCHEMA, NAME_PATTERN
 from promptapi.web.components import Components
+from promptapi.web.docs import ASSETS
 
 PROBLEM_JSON = "application/problem+json"
 CONSUMER = "consumerKey"
@@ -415,15 +416,6 @@ def fixed_paths(components: Components, *, anonymous: bool) -> dict[str, dict[st
                 (),
             ),
         },
-        "/v1/prompts/{name}": {
-            "get": consumer(
-                "describePrompt",
-                "One prompt: schemas, examples, versions",
-                {"200": json_response("The prompt.", ref("PromptDetail"))},
-                (404,),
-                parameters=[NAME_PARAM],
-            ),
-        },
         "/admin/v1/prompts": {
             "post": admin(
                 "createPrompt",
@@ -601,7 +593,7 @@ def fixed_paths(components: Components, *, anonymous: bool) -> dict[str, dict[st
                     }
                 },
                 (404,),
-                parameters=[_path_param("file", {"type": "string"}, "The file name.")],
+                parameters=[_path_param("file", {"enum": sorted(ASSETS)}, "The file name.")],
             ),
         },
     }
