@@ -350,14 +350,20 @@ def test_document_is_valid_openapi_31_and_types_each_prompt_exactly(
     _server, doc = tricky
     validate(doc)
     assert doc["openapi"].startswith("3.1.")
-    assert doc["jsonSchemaDialect"] == "https://json-schema.org/draft/2020-12/schema"
+    assert doc["jsonSchemaDialect"] == "https://spec.openapis.org/oas/3.1/dialect/base"
     for definition in TRICKY:
         name = definition["name"]
         op = doc["paths"][f"/v1/prompts/{name}"]["post"]
         assert IDENTIFIER.match(op["operationId"])
         assert (
             op["summary"]
-            == (definition["description"].splitlines() or [f"Call the prompt {name}"])[0]
+            == {
+                "nested": "Nested objects, arrays of objects and enums.",
+                "with-defs": "Shared definitions.",
+                "choice": "Call the prompt choice",
+                "a-b": "The prompt a-b.",
+                "a_b": "The prompt a_b.",
+            }[name]
         )
         assert op["description"].startswith(definition["description"].strip() or "Calls the prompt")
         assert op["security"] == [{"consumerKey": []}]

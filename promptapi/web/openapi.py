@@ -31,8 +31,10 @@ from promptapi.web.openapi_fixed import (
 )
 
 OPENAPI_VERSION = "3.1.0"
-# Prompt schemas are plain JSON Schema 2020-12, and so are the server's own.
-DIALECT = "https://json-schema.org/draft/2020-12/schema"
+# Prompt schemas are JSON Schema 2020-12. OpenAPI's base dialect is 2020-12 plus keywords that
+# are annotations only (discriminator, xml, externalDocs, example), so they validate the same
+# under it, and it is the one dialect every OpenAPI tool supports.
+DIALECT = "https://spec.openapis.org/oas/3.1/dialect/base"
 # Versions in these states are not served to consumers, so not documented.
 HIDDEN_STATES = frozenset({"draft", "retired"})
 _NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
@@ -71,8 +73,10 @@ def operation_ids(wanted: list[tuple[str, tuple[Any, ...]]]) -> list[str]:
 
 
 def _summary(prompt: Prompt) -> str:
-    first = prompt.description.strip().splitlines()[0] if prompt.description.strip() else ""
-    text = first or f"Call the prompt {prompt.name}"
+    """The description's first sentence, on one line."""
+    paragraph = " ".join(prompt.description.strip().split("\n\n")[0].split())
+    sentence = paragraph.split(". ", 1)[0].rstrip(".") + "." if paragraph else ""
+    text = sentence or f"Call the prompt {prompt.name}"
     return text if len(text) <= 120 else text[:119] + "…"
 
 
