@@ -495,14 +495,16 @@ def fixed_paths(components: Components, *, anonymous: bool) -> dict[str, dict[st
                 {
                     "200": json_response(
                         "The calls.",
-                        {
-                            **listing("calls", "CallRecord"),
-                            "properties": {
+                        _object(
+                            {
                                 "calls": {"type": "array", "items": ref("CallRecord")},
-                                "pending": {"type": "integer", "minimum": 0},
-                            },
-                            "required": ["calls", "pending"],
-                        },
+                                "pending": {
+                                    "type": "integer",
+                                    "minimum": 0,
+                                    "description": "Call records queued, not yet written.",
+                                },
+                            }
+                        ),
                     )
                 },
                 (400,),
