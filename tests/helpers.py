@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import UPSTREAM_KEY
+from tests.conftest import UPSTREAM_KEY, Server
 
 PROBLEM_JSON = "application/problem+json"
 SECRETS = (UPSTREAM_KEY, "sk-secret-in-upstream-message")
@@ -73,3 +75,18 @@ def eventually(check: Callable[[], bool], timeout: float = 3.0, what: str = "con
         if time.monotonic() > deadline:
             pytest.fail(f"{what} did not hold within {timeout} s")
         time.sleep(0.05)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+# For tests whose subject does not depend on the database: run them on SQLite only.
+sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+def serve_examples(make_server: Callable[..., Server], tmp_path: Path) -> Server:
+    """A server holding a copy of the example prompts in `prompts/`, with the mock provider as
+    its `default` model (so every call answers schema-valid output)."""
+    prompts = tmp_path / "example-prompts"
+    shutil.copytree(ROOT / "prompts", prompts)
+    server = make_server(prompts_dir=prompts, openai_base_url=None, openai_api_key=None)
+    assert server.client.get("/readyz").json()["prompts"] == 4
+    return server

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -15,17 +14,15 @@ from typing import Any
 import pytest
 
 from tests.conftest import Server
+from tests.helpers import serve_examples, sqlite_only
 
-ROOT = Path(__file__).resolve().parent.parent
 GENERATOR = Path(sys.executable).parent / "openapi-python-client"
 PACKAGE = "promptapi_generated_client"
 
 
 @pytest.fixture
 def generated(make_server: Callable[..., Server], tmp_path: Path) -> Iterator[tuple[Server, Any]]:
-    prompts = tmp_path / "example-prompts"
-    shutil.copytree(ROOT / "prompts", prompts)
-    server = make_server(prompts_dir=prompts, openai_base_url=None, openai_api_key=None)
+    server = serve_examples(make_server, tmp_path)
     spec = tmp_path / "openapi.json"
     spec.write_bytes(server.client.get("/openapi.json").content)
     out = tmp_path / "client" / PACKAGE
@@ -59,7 +56,7 @@ def generated(make_server: Callable[..., Server], tmp_path: Path) -> Iterator[tu
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@sqlite_only
 def test_generated_client_calls_prompts_with_typed_models(generated: tuple[Server, Any]) -> None:
     server, package = generated
     key = server.admin.post("/admin/v1/keys", json={"name": "generated"}).json()["key"]

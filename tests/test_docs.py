@@ -14,10 +14,7 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 
 from tests.conftest import Server
-from tests.helpers import assert_problem
-
-sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT, assert_problem, sqlite_only
 
 
 class _Links(HTMLParser):

@@ -22,9 +22,7 @@ from starlette.routing import Mount, Route
 from promptapi.cli import main
 from promptapi.samples import sample
 from tests.conftest import ADMIN_TOKEN, Server
-from tests.helpers import assert_problem
-
-sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+from tests.helpers import assert_problem, sqlite_only
 
 MESSAGES = [{"role": "user", "content": "{{ input | json }}"}]
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -285,9 +283,10 @@ class SameModuloRefs:
                 )
 
 
-def doc_validator(doc: dict[str, Any], ref: dict[str, Any]) -> Draft202012Validator:
+def validator_for(doc: dict[str, Any], schema: dict[str, Any]) -> Draft202012Validator:
     registry = Registry().with_resource("urn:doc", DRAFT202012.create_resource(doc))
-    return Draft202012Validator({"$ref": "urn:doc" + ref["$ref"]}, registry=registry)
+    text = json.dumps(schema).replace('"#/components/', '"urn:doc#/components/')
+    return Draft202012Validator(json.loads(text), registry=registry)
 
 
 def variants(value: Any) -> Iterator[Any]:
@@ -328,7 +327,7 @@ def assert_validates_identically(
     original: dict[str, Any], doc: dict[str, Any], ref: dict[str, Any], seeds: list[Any]
 ) -> None:
     mine = Draft202012Validator(original)
-    theirs = doc_validator(doc, ref)
+    theirs = validator_for(doc, ref)
     checked = valid = 0
     for seed in seeds:
         for instance in variants(seed):
@@ -506,12 +505,6 @@ def test_document_changes_when_a_version_is_published_and_is_cached_between(
         == current["requestBody"]["content"]["application/json"]["schema"]
     )
     validate(doc)
-
-
-def validator_for(doc: dict[str, Any], schema: dict[str, Any]) -> Draft202012Validator:
-    registry = Registry().with_resource("urn:doc", DRAFT202012.create_resource(doc))
-    text = json.dumps(schema).replace('"#/components/', '"urn:doc#/components/')
-    return Draft202012Validator(json.loads(text), registry=registry)
 
 
 def documented(doc: dict[str, Any], path: str, method: str, response: httpx.Response) -> None:

@@ -7,7 +7,6 @@ seed, and a bounded number of examples per operation."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, Server
+from tests.helpers import serve_examples, sqlite_only
 
-ROOT = Path(__file__).resolve().parent.parent
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 # Operations that change the registry (so the document) or revoke keys mid-run: they get a run
 # of their own, so the other operations are always checked against a current document.
@@ -64,13 +63,10 @@ def _schemathesis(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@sqlite_only
 def test_schemathesis_finds_nothing(make_server: Callable[..., Server], tmp_path: Path) -> None:
-    prompts = tmp_path / "example-prompts"
-    shutil.copytree(ROOT / "prompts", prompts)
     # The mock model answers with schema-valid output, so no 502 comes from the model itself.
-    server = make_server(prompts_dir=prompts, openai_base_url=None, openai_api_key=None)
-    assert server.client.get("/readyz").json()["prompts"] == 4
+    server = serve_examples(make_server, tmp_path)
     key = server.admin.post("/admin/v1/keys", json={"name": "schemathesis"}).json()["key"]
     config = tmp_path / "schemathesis.toml"
     config.write_text(

@@ -225,36 +225,28 @@ class _Builder:
         version_schema: dict[str, Any] = (
             {"const": prompt.version} if pinned else {"type": "integer", "minimum": 1}
         )
+        properties = {
+            "id": {"type": "string", "description": "The call's id."},
+            "prompt": {
+                "type": "object",
+                "properties": {"name": {"const": prompt.name}, "version": version_schema},
+                "required": ["name", "version"],
+            },
+            "model": {"type": "string", "description": "The model that answered."},
+            "output": output_ref,
+            "usage": self.components.ref("Usage"),
+            "cached": {"type": "boolean"},
+            "mock": {"type": "boolean", "description": "Answered by the mock provider."},
+            "latency_ms": {"type": "number"},
+        }
         envelope = self.components.claim(
             f"{stem}Result",
             {
                 "type": "object",
                 "description": f"The answer of {prompt.name}"
                 + (f" version {prompt.version}." if pinned else "."),
-                "properties": {
-                    "id": {"type": "string", "description": "The call's id."},
-                    "prompt": {
-                        "type": "object",
-                        "properties": {"name": {"const": prompt.name}, "version": version_schema},
-                        "required": ["name", "version"],
-                    },
-                    "model": {"type": "string", "description": "The model that answered."},
-                    "output": output_ref,
-                    "usage": self.components.ref("Usage"),
-                    "cached": {"type": "boolean"},
-                    "mock": {"type": "boolean", "description": "Answered by the mock provider."},
-                    "latency_ms": {"type": "number"},
-                },
-                "required": [
-                    "id",
-                    "prompt",
-                    "model",
-                    "output",
-                    "usage",
-                    "cached",
-                    "mock",
-                    "latency_ms",
-                ],
+                "properties": properties,
+                "required": list(properties),
             },
         )
         body = json_body(input_ref)
