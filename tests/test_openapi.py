@@ -478,15 +478,19 @@ def test_document_changes_when_a_version_is_published_and_is_cached_between(
     mock_server: Server,
 ) -> None:
     register(mock_server, NESTED)
-    first = mock_server.client.get("/openapi.json").content
-    assert mock_server.client.get("/openapi.json").content == first
-    builds = mock_server.app.state.openapi_cache.builds
-    assert builds == 1
+    first = mock_server.client.get("/openapi.json")
+    etag = first.headers["etag"]
+    assert mock_server.client.get("/openapi.json").content == first.content
+    unchanged = mock_server.client.get("/openapi.json", headers={"If-None-Match": etag})
+    assert unchanged.status_code == 304 and unchanged.content == b""
+    assert mock_server.app.state.openapi_cache.builds == 1
     changed = copy.deepcopy(NESTED)
     changed["input_schema"]["properties"]["note"] = {"type": "string"}
     changed["examples"] = []
     register(mock_server, changed)
-    doc = fetch(mock_server)
+    again = mock_server.client.get("/openapi.json", headers={"If-None-Match": etag})
+    assert again.status_code == 200 and again.headers["etag"] != etag
+    doc = again.json()
     assert mock_server.app.state.openapi_cache.builds == 2
     current = doc["paths"]["/v1/prompts/nested"]["post"]
     _, schema = component(doc, current["requestBody"]["content"]["application/json"]["schema"])

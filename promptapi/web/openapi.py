@@ -5,6 +5,7 @@ Built from the in-memory registry and cached until the registry changes (its `ge
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -330,16 +331,19 @@ class DocumentCache:
 
     def __init__(self) -> None:
         self._key: tuple[int, int] | None = None
-        self._body = b""
+        self.body = b""
+        self.etag = ""
         self.builds = 0
 
-    def get(self, registry: Registry, *, anonymous: bool) -> bytes:
+    def get(self, registry: Registry, *, anonymous: bool) -> DocumentCache:
         key = (id(registry), registry.generation)
         if key != self._key:
-            self._body = orjson.dumps(build_document(registry, anonymous=anonymous))
+            self.body = orjson.dumps(build_document(registry, anonymous=anonymous))
+            # From the content, so every process serving the same prompts gives the same tag.
+            self.etag = f'"{hashlib.sha256(self.body).hexdigest()[:32]}"'
             self._key = key
             self.builds += 1
-        return self._body
+        return self
 
 
 def _cache(request: Request) -> DocumentCache:
@@ -352,8 +356,11 @@ def _cache(request: Request) -> DocumentCache:
 
 async def openapi_json(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    body = _cache(request).get(gateway.registry, anonymous=gateway.settings.allow_anonymous)
-    return Response(body, media_type="application/json")
+    cache = _cache(request).get(gateway.registry, anonymous=gateway.settings.allow_anonymous)
+    headers = {"ETag": cache.etag, "Cache-Control": "no-cache"}
+    if cache.etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(cache.body, media_type="application/json", headers=headers)
 
 
 routes = [route("/openapi.json", get=openapi_json)]

@@ -568,7 +568,17 @@ def fixed_paths(components: Components, *, anonymous: bool) -> dict[str, dict[st
             "get": system(
                 "getOpenAPI",
                 "This document",
-                {"200": json_response("The OpenAPI 3.1 document.", {"type": "object"})},
+                {
+                    "200": json_response(
+                        "The OpenAPI 3.1 document.",
+                        {"type": "object"},
+                        headers={**_headers(), "ETag": {"schema": {"type": "string"}}},
+                    ),
+                    "304": {
+                        "description": "Unchanged since the `If-None-Match` ETag.",
+                        "headers": _headers(),
+                    },
+                },
             ),
         },
         "/docs": {
