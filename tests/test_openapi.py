@@ -174,6 +174,30 @@ CHOICE: dict[str, Any] = {
 }
 
 
+# Refs by anchor (`#name`, also to a `$dynamicAnchor`) and a root `$id`: the anchors become
+# JSON pointers into components, and the `$id` goes (every ref is local anyway).
+ANCHORED: dict[str, Any] = {
+    "name": "anchored",
+    "description": "Refs by anchor.",
+    "input_schema": {
+        "$id": "https://example.com/schemas/anchored.json",
+        "type": "object",
+        "properties": {
+            "count": {"$ref": "#positive"},
+            "tags": {"type": "array", "items": {"$ref": "#tag"}},
+        },
+        "required": ["count"],
+        "additionalProperties": False,
+        "$defs": {
+            "positive": {"$anchor": "positive", "type": "integer", "minimum": 1},
+            "tag": {"$dynamicAnchor": "tag", "type": "string", "maxLength": 5},
+        },
+    },
+    "messages": MESSAGES,
+    "examples": [{"input": {"count": 2, "tags": ["a", "bc"]}}],
+}
+
+
 def simple(name: str, field: str = "text") -> dict[str, Any]:
     return {
         "name": name,
@@ -188,7 +212,7 @@ def simple(name: str, field: str = "text") -> dict[str, Any]:
     }
 
 
-TRICKY = [NESTED, WITH_DEFS, CHOICE, simple("a-b"), simple("a_b", "other")]
+TRICKY = [NESTED, WITH_DEFS, CHOICE, ANCHORED, simple("a-b"), simple("a_b", "other")]
 
 
 def register(server: Server, definition: dict[str, Any]) -> dict[str, Any]:
@@ -228,6 +252,18 @@ def tokens(ref: str) -> list[str]:
     return [t.replace("~1", "/").replace("~0", "~") for t in unquote(ref[1:]).split("/")[1:]]
 
 
+def schema_nodes(node: Any, path: list[str] | None = None) -> Iterator[tuple[dict, list[str]]]:
+    path = path or []
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from schema_nodes(item, [*path, str(i)])
+    elif isinstance(node, dict):
+        yield node, path
+        for key, value in node.items():
+            if key not in DATA_KEYWORDS:
+                yield from schema_nodes(value, [*path, key])
+
+
 class SameModuloRefs:
     """Checks a document schema against the prompt's own, node by node: equal everywhere, except
     that each `$ref` in schema position points to the same place, now inside components."""
@@ -237,6 +273,13 @@ class SameModuloRefs:
         self.original = original
         self.root = root
         self.defs: dict[tuple[str, str], str] = {}
+        # Where each anchor is, as a path: the document refers to it by that path.
+        self.anchors = {
+            node[keyword]: path
+            for node, path in schema_nodes(original)
+            for keyword in ("$anchor", "$dynamicAnchor")
+            if keyword in node
+        }
 
     def check(self, original: Any, new: Any, *, at_root: bool = False) -> None:
         if isinstance(original, list):
@@ -247,7 +290,7 @@ class SameModuloRefs:
         if not isinstance(original, dict):
             assert original == new and type(original) is type(new)
             return
-        expected_keys = set(original) - ({"$defs", "definitions"} if at_root else set())
+        expected_keys = set(original) - ({"$defs", "definitions", "$id"} if at_root else set())
         assert set(new) == expected_keys, (set(new), expected_keys)
         for key in expected_keys:
             if key == "$ref":
@@ -262,7 +305,7 @@ class SameModuloRefs:
                 self.check(original[key], new[key])
 
     def check_ref(self, original: str, new: str) -> None:
-        parts = tokens(original)
+        parts = self.anchors.get(original[1:]) or tokens(original)
         target = tokens(new)
         assert target[:2] == ["components", "schemas"], new
         if parts and parts[0] in ("$defs", "definitions"):
@@ -360,6 +403,7 @@ def test_document_is_valid_openapi_31_and_types_each_prompt_exactly(
                 "nested": "Nested objects, arrays of objects and enums.",
                 "with-defs": "Shared definitions.",
                 "choice": "Call the prompt choice",
+                "anchored": "Refs by anchor.",
                 "a-b": "The prompt a-b.",
                 "a_b": "The prompt a_b.",
             }[name]

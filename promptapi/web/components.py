@@ -9,7 +9,7 @@ are rewritten: a `{"$ref": ...}` inside `enum`, `const`, `default` or `examples`
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -21,9 +21,8 @@ _SCHEMA_MAPS = frozenset(
     {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
 )
 _DEFS = ("$defs", "definitions")
-# Keywords that give a schema its own base URI or name a location by anchor: refs cannot simply
-# be re-pointed, so such a schema is kept whole under a `$id` of its own.
-_RESOURCE_KEYWORDS = frozenset({"$id", "$anchor", "$dynamicAnchor", "$dynamicRef", "$recursiveRef"})
+_REFS = ("$ref", "$dynamicRef")
+_ANCHORS = ("$anchor", "$dynamicAnchor")
 _RESERVED = object()
 _UNSAFE = re.compile(r"[^A-Za-z0-9]+")
 
@@ -43,24 +42,35 @@ def _escape(token: str) -> str:
     return quote(token.replace("~", "~0").replace("/", "~1"), safe="")
 
 
-def _walk(node: Any, on_ref: Callable[[dict[str, Any], str], None]) -> None:
-    """Call `on_ref(schema, key)` for every `$ref`/`$dynamicRef` in schema position."""
+def _pointer(path: tuple[Any, ...]) -> str:
+    return "".join("/" + _escape(str(t)) for t in path)
+
+
+def _schemas(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[dict[str, Any], tuple]]:
+    """Every object in schema position, with its path. Values of `enum`, `const`, `default`
+    and `examples` are data, not schemas, and are skipped."""
     if isinstance(node, list):
-        for item in node:
-            _walk(item, on_ref)
+        for i, item in enumerate(node):
+            yield from _schemas(item, (*path, i))
         return
     if not isinstance(node, dict):
         return
+    yield node, path
     for key, value in node.items():
-        if key in ("$ref", "$dynamicRef", "$recursiveRef") and isinstance(value, str):
-            on_ref(node, key)
-        elif key in _DATA_KEYWORDS:
+        if key in _DATA_KEYWORDS or key in _REFS:
             continue
-        elif key in _SCHEMA_MAPS and isinstance(value, dict):
-            for sub in value.values():
-                _walk(sub, on_ref)
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            for name, sub in value.items():
+                yield from _schemas(sub, (*path, key, name))
         else:
-            _walk(value, on_ref)
+            yield from _schemas(value, (*path, key))
+
+
+def _refs(node: Any) -> Iterator[tuple[dict[str, Any], str]]:
+    for schema, _ in _schemas(node):
+        for key in _REFS:
+            if isinstance(schema.get(key), str):
+                yield schema, key
 
 
 def _copy(node: Any) -> Any:
@@ -71,23 +81,24 @@ def _copy(node: Any) -> Any:
     return node
 
 
-def _uses_resources(node: Any) -> bool:
-    found = False
-
-    def visit(value: Any) -> None:
-        nonlocal found
-        if isinstance(value, dict):
-            for key, sub in value.items():
-                if key in _RESOURCE_KEYWORDS:
-                    found = True
-                elif key not in _DATA_KEYWORDS:
-                    visit(sub)
-        elif isinstance(value, list):
-            for sub in value:
-                visit(sub)
-
-    visit(node)
-    return found
+def _anchors_to_pointers(root: dict[str, Any]) -> bool:
+    """Rewrite refs to anchors (`#name`) as JSON pointers, which can then be re-pointed into
+    components; False when the schema has embedded resources (`$id` below the root) or a ref to
+    an anchor it does not define, which cannot be."""
+    anchors: dict[str, tuple[Any, ...]] = {}
+    for schema, path in _schemas(root):
+        if path and "$id" in schema:
+            return False
+        for keyword in _ANCHORS:
+            if isinstance(schema.get(keyword), str):
+                anchors[schema[keyword]] = path
+    for schema, key in _refs(root):
+        fragment = schema[key][1:]
+        if fragment and not fragment.startswith("/"):
+            if fragment not in anchors:
+                return False
+            schema[key] = "#" + _pointer(anchors[fragment])
+    return True
 
 
 class Components:
@@ -128,7 +139,7 @@ class Components:
         """Add a prompt's schema (with its `$defs` moved out) and return a `$ref` to it. The
         same schema added again in the same `group` (e.g. another version of the same prompt's
         input) reuses the first component. `resource_id` names the schema when it must be kept
-        whole (see _RESOURCE_KEYWORDS)."""
+        whole (see _anchors_to_pointers)."""
         key = (group or wanted, canonical_json(schema))
         known = self._by_source.get(key)
         if known is None:
@@ -137,11 +148,13 @@ class Components:
         return self.ref(known)
 
     def _add(self, wanted: str, schema: dict[str, Any], resource_id: str) -> str:
-        if _uses_resources(schema):
+        root = _copy(schema)
+        # Refs are all local (`#...`), so a root `$id` only changes what they are relative to.
+        root.pop("$id", None)
+        if not _anchors_to_pointers(root):
             whole = _copy(schema)
             whole.setdefault("$id", resource_id)
             return self._claim(wanted, whole)
-        root = _copy(schema)
         defs: dict[tuple[str, str], Any] = {}
         for keyword in _DEFS:
             if isinstance(root.get(keyword), dict) and all(
@@ -161,19 +174,16 @@ class Components:
 
         def rewrite(node: dict[str, Any], key: str) -> None:
             fragment = node[key][1:]
-            if not fragment.startswith("/") and fragment != "":
-                raise AssertionError("anchors are handled as resources")
             tokens = _tokens(fragment)
             if len(tokens) >= 2 and (tokens[0], tokens[1]) in def_names:
                 target = def_names[(tokens[0], tokens[1])]
-                rest = "".join("/" + _escape(t) for t in tokens[2:])
-                node[key] = PREFIX + _escape(target) + rest
+                node[key] = PREFIX + _escape(target) + _pointer(tuple(tokens[2:]))
             else:
                 node[key] = PREFIX + _escape(root_name) + fragment
 
-        _walk(root, rewrite)
-        for body in defs.values():
-            _walk(body, rewrite)
+        for body in (root, *defs.values()):
+            for node, key in list(_refs(body)):
+                rewrite(node, key)
         self.schemas[root_name] = root
         for key, name in def_names.items():
             self.schemas[name] = defs[key]
@@ -182,17 +192,8 @@ class Components:
     @staticmethod
     def _movable(root: dict[str, Any], defs: dict[tuple[str, str], Any]) -> bool:
         """Defs can move out when every ref into `$defs` names one def (not the map itself)."""
-        ok = True
-
-        def check(node: dict[str, Any], key: str) -> None:
-            nonlocal ok
+        for node, key in _refs(root):
             tokens = _tokens(node[key][1:])
-            if (
-                tokens
-                and tokens[0] in _DEFS
-                and (len(tokens) < 2 or (tokens[0], tokens[1]) not in defs)
-            ):
-                ok = False
-
-        _walk(root, check)
-        return ok
+            if tokens and tokens[0] in _DEFS and tuple(tokens[:2]) not in defs:
+                return False
+        return True
