@@ -54,7 +54,15 @@ def _schemathesis(
         "--no-color",
         *filters,
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    # Run where its cache (.schemathesis/) lands outside the repository.
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=config.parent,
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-12000:]
     generated = re.search(r"(\d+) generated, \1 passed", output)
