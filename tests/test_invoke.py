@@ -703,3 +703,20 @@ def test_mock_provider_is_the_default_without_a_real_one(make_server, fake, capl
         assert isinstance(output, dict)
         assert list(Draft202012Validator(SENTIMENT["output_schema"]).iter_errors(output)) == []
     assert fake.requests == []
+
+
+def test_mock_answers_a_string_example_of_a_json_output_schema(make_server, fake):
+    """Found by schemathesis: an example output that is a JSON string was answered raw, so a
+    prompt whose output schema allows strings got a 502 from its own example."""
+    server = make_server(openai_base_url=None, openai_api_key=None)
+    quoted = {
+        **ECHO,
+        "name": "quoted",
+        "output_schema": {"type": "string", "maxLength": 20},
+        "examples": [{"input": {"text": "a"}, "output": "0 and more"}],
+    }
+    register(server, quoted)
+    with server.consumer() as consumer:
+        answer = consumer.post("/v1/prompts/quoted", json={"text": "a"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["output"] == "0 and more"

@@ -608,6 +608,7 @@ def test_real_answers_match_the_documented_schemas(tricky: tuple[Server, dict[st
     documented(doc, "/admin/v1/keys", "get", server.admin.get("/admin/v1/keys"))
     documented(doc, "/admin/v1/calls", "get", server.admin.get("/admin/v1/calls"))
     documented(doc, "/admin/v1/models", "get", server.admin.get("/admin/v1/models"))
+    documented(doc, "/admin/v1/policy", "get", server.admin.get("/admin/v1/policy"))
     documented(
         doc, "/admin/v1/prompts/{name}", "get", client.get("/admin/v1/prompts/nested")
     )  # 403

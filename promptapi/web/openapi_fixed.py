@@ -529,6 +529,35 @@ def fixed_paths(components: Components, *, anonymous: bool) -> dict[str, dict[st
                 },
             ),
         },
+        "/admin/v1/policy": {
+            "get": admin(
+                "getPolicy",
+                "The governance policy in force: every rule with its severity and options",
+                {
+                    "200": json_response(
+                        "The policy.",
+                        _object(
+                            {
+                                "source": {
+                                    "type": "string",
+                                    "description": "The policy file, or `built-in defaults`.",
+                                },
+                                "rules": {
+                                    "type": "object",
+                                    "additionalProperties": _object(
+                                        {
+                                            "severity": {
+                                                "enum": ["error", "warning", "off"],
+                                            }
+                                        }
+                                    ),
+                                },
+                            }
+                        ),
+                    )
+                },
+            ),
+        },
         "/healthz": {
             "get": system(
                 "healthz",
