@@ -432,6 +432,8 @@ def test_document_is_valid_openapi_31_and_types_each_prompt_exactly(
             "cached",
             "mock",
             "latency_ms",
+            "deployment",
+            "attempts",
         }
         assert envelope["properties"]["prompt"]["properties"]["name"] == {"const": name}
         output = envelope["properties"]["output"]

@@ -239,6 +239,15 @@ class _Builder:
             "cached": {"type": "boolean"},
             "mock": {"type": "boolean", "description": "Answered by the mock provider."},
             "latency_ms": {"type": "number"},
+            "deployment": {
+                "type": ["string", "null"],
+                "description": "Which deployment of the model alias answered.",
+            },
+            "attempts": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Upstream attempts it took (retries and fallbacks included).",
+            },
         }
         envelope = self.components.claim(
             f"{stem}Result",
@@ -317,6 +326,8 @@ class _Builder:
                     "cached": False,
                     "mock": False,
                     "latency_ms": 0.0,
+                    "deployment": None,
+                    "attempts": 1,
                 }
             }
         return requests, responses

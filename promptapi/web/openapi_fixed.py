@@ -175,6 +175,8 @@ def shared_schemas(components: Components) -> None:
                 "cost_usd": _nullable("number"),
                 "cached": {"type": "boolean"},
                 "mock": {"type": "boolean"},
+                "deployment": _nullable("string"),
+                "attempts": _nullable("integer"),
             },
             ["id", "prompt_name", "status", "latency_ms"],
         ),
