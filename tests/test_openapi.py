@@ -696,3 +696,54 @@ def test_cli_refuses_a_database_without_the_schema(
     assert main(["openapi", "--output", str(out)]) != 0
     assert "promptapi db upgrade" in capsys.readouterr().err
     assert not out.exists()
+
+
+@sqlite_only
+def test_lifecycle_shows_in_the_document(mock_server: Server) -> None:
+    """Deprecated versions are marked (with their headers), retired and draft versions are not
+    offered, and every state change gives a new document."""
+    register(mock_server, simple("life"))
+    second = {**simple("life"), "description": "Second."}
+    register(mock_server, second)
+    register(mock_server, {**simple("life"), "description": "Third.", "state": "draft"})
+    doc = fetch(mock_server)
+    paths = doc["paths"]
+    assert "/v1/prompts/life/versions/2" in paths and "/v1/prompts/life/versions/3" not in paths
+    label = [p for p in paths["/v1/prompts/life"]["post"]["parameters"] if p["name"] == "label"]
+    assert label and label[0]["in"] == "query"
+
+    admin = mock_server.admin
+    deprecated = admin.post(
+        "/admin/v1/prompts/life/versions/1/deprecate",
+        json={"sunset": "2031-06-30T23:59:59Z", "successor": 2},
+    )
+    assert deprecated.status_code == 200, deprecated.text
+    doc = fetch(mock_server)
+    pinned = doc["paths"]["/v1/prompts/life/versions/1"]["post"]
+    assert pinned["deprecated"] is True
+    assert {"Deprecation", "Sunset", "Link"} <= set(pinned["responses"]["200"]["headers"])
+    assert "deprecated" not in doc["paths"]["/v1/prompts/life/versions/2"]["post"]
+    with mock_server.consumer() as consumer:
+        answer = consumer.post("/v1/prompts/life/versions/1", json={"text": "hi"})
+    assert answer.status_code == 200 and answer.headers["deprecation"].startswith("@")
+    documented(doc, "/v1/prompts/life/versions/1", "post", answer)
+
+    retired = admin.post("/admin/v1/prompts/life/versions/1/retire", json={"successor": 2})
+    assert retired.status_code == 200, retired.text
+    documented(doc, "/admin/v1/prompts/{name}/versions/{version}/retire", "post", retired)
+    doc = fetch(mock_server)
+    assert "/v1/prompts/life/versions/1" not in doc["paths"]
+    with mock_server.consumer() as consumer:
+        gone = consumer.post("/v1/prompts/life/versions/1", json={"text": "hi"})
+    assert_problem(gone, 410, "version_retired")
+    documented(doc, "/v1/prompts/life", "post", gone)
+    moved = admin.put("/admin/v1/prompts/life/labels/staging", json={"version": 2})
+    documented(doc, "/admin/v1/prompts/{name}/labels/{label}", "put", moved)
+    documented(
+        doc,
+        "/admin/v1/prompts/{name}/diff",
+        "get",
+        admin.get("/admin/v1/prompts/life/diff?from=1&to=2"),
+    )
+    documented(doc, "/admin/v1/audit", "get", admin.get("/admin/v1/audit?limit=5"))
+    validate(doc)

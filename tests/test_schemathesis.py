@@ -18,9 +18,20 @@ from tests.conftest import ADMIN_TOKEN, Server
 from tests.helpers import serve_examples, sqlite_only
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
-# Operations that change the registry (so the document) or revoke keys mid-run: they get a run
-# of their own, so the other operations are always checked against a current document.
-WRITERS = ("createPrompt", "createPromptVersion", "syncPrompts", "revokeKey")
+# Operations that change the registry (so the document: new versions, lifecycle states, labels)
+# or revoke keys mid-run: they get a run of their own, so the other operations are always
+# checked against a current document.
+WRITERS = (
+    "createPrompt",
+    "createPromptVersion",
+    "syncPrompts",
+    "revokeKey",
+    "publishVersion",
+    "deprecateVersion",
+    "retireVersion",
+    "setLabel",
+    "deleteLabel",
+)
 MAX_EXAMPLES = 20
 
 

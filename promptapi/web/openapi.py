@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from promptapi import __version__
 from promptapi.gateway import Gateway
+from promptapi.lifecycle import DEPRECATED, DRAFT, RETIRED
 from promptapi.prompts import Prompt
 from promptapi.registry import Registry
 from promptapi.web.components import Components, pascal
@@ -37,13 +38,27 @@ OPENAPI_VERSION = "3.1.0"
 # under it, and it is the one dialect every OpenAPI tool supports.
 DIALECT = "https://spec.openapis.org/oas/3.1/dialect/base"
 # Versions in these states are not served to consumers, so not documented.
-HIDDEN_STATES = frozenset({"draft", "retired"})
+HIDDEN_STATES = frozenset({DRAFT, RETIRED})
 _NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
 
 # Set when POST /v1/prompts/{name} streams (issue 3): the `stream` parameter and the
 # text/event-stream answer are documented only then, so the document never promises more than
 # the server does (the schemathesis test checks it).
 STREAMING = False
+DEPRECATION_HEADERS = {
+    "Deprecation": {
+        "description": "RFC 9745: when the version was deprecated (`@` unix seconds).",
+        "schema": {"type": "string"},
+    },
+    "Sunset": {
+        "description": "RFC 8594: when it will be retired (HTTP-date), if set.",
+        "schema": {"type": "string"},
+    },
+    "Link": {
+        "description": 'The version to move to, `rel="successor-version"`, if set.',
+        "schema": {"type": "string"},
+    },
+}
 STREAM_TEXT = (
     "With `Accept: text/event-stream` or `?stream=true` the answer is a stream of server-sent "
     "events: `delta` events carry text as the model produces it, then one final `done` event "
@@ -299,8 +314,21 @@ class _Builder:
                     "schema": {"type": "boolean", "default": False},
                 }
             ]
-        if state == "deprecated":
+        if not pinned:
+            op.setdefault("parameters", []).append(
+                {
+                    "name": "label",
+                    "in": "query",
+                    "required": False,
+                    "description": "Call the version this label points at (404 if there is no "
+                    "such label) instead of the current one. Its own pinned operation gives "
+                    "that version's exact input and output.",
+                    "schema": {"type": "string", "minLength": 1},
+                }
+            )
+        if state == DEPRECATED:
             op["deprecated"] = True
+            ok["headers"].update(DEPRECATION_HEADERS)
         return op
 
     def examples(self, prompt: Prompt, pinned: bool) -> tuple[dict[str, Any], dict[str, Any]]:

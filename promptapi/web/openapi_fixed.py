@@ -404,12 +404,18 @@ def fixed_paths(components: Components, *, anonymous: bool) -> dict[str, dict[st
         "properties": {
             "name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"\S"},
             "scopes": {"type": "array", "items": {"type": "string", "minLength": 1}},
+            "allow_drafts": {
+                "type": "boolean",
+                "default": False,
+                "description": "Whether this key may call draft versions.",
+            },
         },
         "required": ["name"],
         "additionalProperties": False,
     }
     html = {"text/html": {"schema": {"type": "string"}}}
     return {
+        **lifecycle_paths(c),
         "/v1/prompts": {
             "get": consumer(
                 "listPrompts",
@@ -640,3 +646,182 @@ def fixed_paths(components: Components, *, anonymous: bool) -> dict[str, dict[st
             ),
         },
     }
+
+
+LABEL_PARAM = _path_param(
+    "label", {"type": "string", "pattern": NAME_PATTERN}, "A label: `production`, `staging`, …"
+)
+_VERSION_NUMBER = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
+
+
+def _transition_body(fields: dict[str, Any]) -> dict[str, Any]:
+    # No body, or `null`, is the same as `{}`.
+    schema = {"type": ["object", "null"], "properties": fields, "additionalProperties": False}
+    return {"required": False, "content": {"application/json": {"schema": schema}}}
+
+
+def lifecycle_paths(c: Components) -> dict[str, dict[str, Any]]:
+    """Version lifecycle, labels, diff and the audit log (all admin)."""
+
+    def admin(
+        op_id: str, summary: str, responses: dict[str, Any], errors: tuple[int, ...], **extra: Any
+    ) -> dict[str, Any]:
+        return _op(
+            op_id, summary, "admin", responses, (*ADMIN_ERRORS, *errors), c, security=ADMIN, **extra
+        )
+
+    successor = {
+        **_VERSION_NUMBER,
+        "type": ["integer", "null"],
+        "description": "The version callers should move to.",
+    }
+    bodies = {
+        "publish": {},
+        "deprecate": {
+            "sunset": {
+                "type": ["string", "null"],
+                "format": "date-time",
+                "description": "When it will be retired (RFC 3339, with a time zone).",
+            },
+            "successor": successor,
+        },
+        "retire": {"successor": successor},
+    }
+    version_params = [NAME_PARAM, VERSION_PARAM]
+    paths: dict[str, dict[str, Any]] = {
+        f"/admin/v1/prompts/{{name}}/versions/{{version}}/{action}": {
+            "post": admin(
+                f"{action}Version",
+                f"{action.capitalize()} a version",
+                {"200": json_response("The version, in its new state.", c.ref("VersionDetail"))},
+                (*WRITE_ERRORS, 404, 409, 422),
+                parameters=version_params,
+                requestBody=_transition_body(fields),
+            )
+        }
+        for action, fields in bodies.items()
+    }
+    label_answer = {
+        "name": {"type": "string"},
+        "label": {"type": "string"},
+        "version": {"type": "integer"},
+    }
+    paths["/admin/v1/prompts/{name}/labels/{label}"] = {
+        "put": admin(
+            "setLabel",
+            "Point a label at a version (atomically)",
+            {
+                "200": json_response(
+                    "Where the label points now, and before.",
+                    _object(
+                        {
+                            **label_answer,
+                            "previous": _nullable("integer"),
+                            "changed": {"type": "boolean"},
+                        }
+                    ),
+                )
+            },
+            (*WRITE_ERRORS, 404, 409, 422),
+            parameters=[NAME_PARAM, LABEL_PARAM],
+            requestBody=json_body(
+                {
+                    "type": "object",
+                    "properties": {"version": _VERSION_NUMBER},
+                    "required": ["version"],
+                    "additionalProperties": False,
+                }
+            ),
+        ),
+        "delete": admin(
+            "deleteLabel",
+            "Remove a label",
+            {
+                "200": json_response(
+                    "The removed label and the version it pointed at.", _object(label_answer)
+                )
+            },
+            (400, 404),
+            parameters=[NAME_PARAM, LABEL_PARAM],
+        ),
+    }
+    paths["/admin/v1/prompts/{name}/diff"] = {
+        "get": admin(
+            "diffVersions",
+            "What changed between two versions (template, schemas, model, params)",
+            {
+                "200": json_response(
+                    "The changes.",
+                    _object(
+                        {
+                            "name": {"type": "string"},
+                            "from": {"type": "object"},
+                            "to": {"type": "object"},
+                            "identical": {"type": "boolean"},
+                            "changes": {"type": "object"},
+                        }
+                    ),
+                )
+            },
+            (400, 404),
+            parameters=[
+                NAME_PARAM,
+                {**_query("from", _VERSION_NUMBER, "The older version."), "required": True},
+                {**_query("to", _VERSION_NUMBER, "The newer version."), "required": True},
+            ],
+        )
+    }
+    record = _object(
+        {
+            "id": {"type": "integer"},
+            "at": _nullable("string"),
+            "actor": {"type": "string"},
+            "action": {"type": "string"},
+            "target": {"type": "string"},
+            "prompt": _nullable("string"),
+            "before": {},
+            "after": {},
+        },
+        ["id", "at", "actor", "action", "target"],
+    )
+    when = {"type": "string", "format": "date-time"}
+    paths["/admin/v1/audit"] = {
+        "get": admin(
+            "listAudit",
+            "The audit log of admin changes, newest first",
+            {
+                "200": json_response(
+                    "One page of records.",
+                    _object(
+                        {
+                            "records": {"type": "array", "items": c.claim("AuditRecord", record)},
+                            "next_cursor": {
+                                **_nullable("string"),
+                                "description": "Pass as `cursor` for the next page.",
+                            },
+                        }
+                    ),
+                )
+            },
+            (400,),
+            parameters=[
+                _query(
+                    "limit",
+                    {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                    "How many records.",
+                ),
+                _query(
+                    "cursor",
+                    {"type": "integer", "minimum": 1, "maximum": 2**62},
+                    "`next_cursor` of the previous page.",
+                ),
+                _query("action", {"type": "string"}, "Only this action, e.g. `label.move`."),
+                _query("actor", {"type": "string"}, "Only changes by this credential."),
+                _query("target", {"type": "string"}, "Only changes to this target."),
+                _query("prompt", {"type": "string"}, "Only changes to this prompt."),
+                _query("since", when, "From this time on (RFC 3339)."),
+                _query("until", when, "Before this time (RFC 3339)."),
+            ],
+        )
+    }
+    return paths
