@@ -27,6 +27,7 @@ from promptapi.web.openapi_fixed import (
     INVOKE_ERRORS,
     error_responses,
     fixed_paths,
+    header_refs,
     json_body,
     json_response,
     shared_schemas,
@@ -45,20 +46,6 @@ _NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
 # text/event-stream answer are documented only then, so the document never promises more than
 # the server does (the schemathesis test checks it).
 STREAMING = False
-DEPRECATION_HEADERS = {
-    "Deprecation": {
-        "description": "RFC 9745: when the version was deprecated (`@` unix seconds).",
-        "schema": {"type": "string"},
-    },
-    "Sunset": {
-        "description": "RFC 8594: when it will be retired (HTTP-date), if set.",
-        "schema": {"type": "string"},
-    },
-    "Link": {
-        "description": 'The version to move to, `rel="successor-version"`, if set.',
-        "schema": {"type": "string"},
-    },
-}
 STREAM_TEXT = (
     "With `Accept: text/event-stream` or `?stream=true` the answer is a stream of server-sent "
     "events: `delta` events carry text as the model produces it, then one final `done` event "
@@ -328,7 +315,7 @@ class _Builder:
             )
         if state == DEPRECATED:
             op["deprecated"] = True
-            ok["headers"].update(DEPRECATION_HEADERS)
+            ok["headers"].update(header_refs("Deprecation", "Sunset", "Link"))
         return op
 
     def examples(self, prompt: Prompt, pinned: bool) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -237,14 +237,27 @@ HEADERS: dict[str, Any] = {
         "required": True,
         "schema": {"type": "string"},
     },
+    "Deprecation": {
+        "description": "RFC 9745: when the version was deprecated (`@` unix seconds).",
+        "schema": {"type": "string"},
+    },
+    "Sunset": {
+        "description": "RFC 8594: when it will be retired (HTTP-date), if set.",
+        "schema": {"type": "string"},
+    },
+    "Link": {
+        "description": 'The version to move to, `rel="successor-version"`, if set.',
+        "schema": {"type": "string"},
+    },
 }
 
 
+def header_refs(*names: str) -> dict[str, Any]:
+    return {name: {"$ref": f"#/components/headers/{name.replace('-', '')}"} for name in names}
+
+
 def _headers(*names: str) -> dict[str, Any]:
-    found = {"X-Request-ID": {"$ref": "#/components/headers/RequestId"}}
-    for name in names:
-        found[name] = {"$ref": f"#/components/headers/{name.replace('-', '')}"}
-    return found
+    return {"X-Request-ID": {"$ref": "#/components/headers/RequestId"}, **header_refs(*names)}
 
 
 def problem_response(status: int, components: Components) -> dict[str, Any]:
