@@ -410,6 +410,10 @@ def test_document_is_valid_openapi_31_and_types_each_prompt_exactly(
         )
         assert op["description"].startswith(definition["description"].strip() or "Calls the prompt")
         assert op["security"] == [{"consumerKey": []}]
+        # Streaming: `?stream=true`, and each server-sent event typed.
+        assert any(p["name"] == "stream" for p in op["parameters"])
+        events = op["responses"]["200"]["content"]["text/event-stream"]["schema"]["oneOf"]
+        assert [e["properties"]["event"]["const"] for e in events] == ["delta", "done", "error"]
         # The request body is the prompt's input schema, its $defs moved into components.
         body = op["requestBody"]["content"]["application/json"]
         root, _ = component(doc, body["schema"])

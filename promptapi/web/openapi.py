@@ -42,10 +42,6 @@ DIALECT = "https://spec.openapis.org/oas/3.1/dialect/base"
 HIDDEN_STATES = frozenset({DRAFT, RETIRED})
 _NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
 
-# Set when POST /v1/prompts/{name} streams (issue 3): the `stream` parameter and the
-# text/event-stream answer are documented only then, so the document never promises more than
-# the server does (the schemathesis test checks it).
-STREAMING = False
 STREAM_TEXT = (
     "With `Accept: text/event-stream` or `?stream=true` the answer is a stream of server-sent "
     "events: `delta` events carry text as the model produces it, then one final `done` event "
@@ -266,13 +262,11 @@ class _Builder:
         if requests:
             body["content"]["application/json"]["examples"] = requests
         ok: dict[str, Any] = {
-            "description": "The model's answer in the envelope."
-            + (" " + STREAM_TEXT if STREAMING else ""),
+            "description": "The model's answer in the envelope. " + STREAM_TEXT,
             "headers": {"X-Request-ID": {"$ref": "#/components/headers/RequestId"}},
             "content": {"application/json": {"schema": envelope}},
         }
-        if STREAMING:
-            ok["content"]["text/event-stream"] = {"schema": {"type": "string"}}
+        ok["content"]["text/event-stream"] = {"schema": self.event_schema(envelope)}
         if responses:
             ok["content"]["application/json"]["examples"] = responses
         description = prompt.description.strip() or f"Calls the prompt {prompt.name}."
@@ -291,18 +285,17 @@ class _Builder:
             "responses": {"200": ok, **error_responses(INVOKE_ERRORS, self.components)},
             "security": self.security(),
         }
-        if STREAMING:
-            op["parameters"] = [
-                {
-                    "name": "stream",
-                    "in": "query",
-                    "required": False,
-                    "description": "Stream the answer as server-sent events (see the 200 answer).",
-                    "schema": {"type": "boolean", "default": False},
-                }
-            ]
+        op["parameters"] = [
+            {
+                "name": "stream",
+                "in": "query",
+                "required": False,
+                "description": "Stream the answer as server-sent events (see the 200 answer).",
+                "schema": {"type": "boolean", "default": False},
+            }
+        ]
         if not pinned:
-            op.setdefault("parameters", []).append(
+            op["parameters"].append(
                 {
                     "name": "label",
                     "in": "query",
@@ -317,6 +310,34 @@ class _Builder:
             op["deprecated"] = True
             ok["headers"].update(header_refs("Deprecation", "Sunset", "Link"))
         return op
+
+    def event_schema(self, envelope: dict[str, Any]) -> dict[str, Any]:
+        """One server-sent event (`event` and its JSON `data`), as OpenAPI 3.2's `itemSchema`
+        would say it: a `delta` with text, then `done` with the envelope or `error`."""
+
+        def event(name: str, data: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "properties": {
+                    "event": {"const": name},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": data,
+                    },
+                }
+            }
+
+        delta = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+        return {
+            "type": "object",
+            "description": "Each event of the stream.",
+            "required": ["event", "data"],
+            "oneOf": [
+                event("delta", delta),
+                event("done", envelope),
+                event("error", self.components.ref("Problem")),
+            ],
+        }
 
     def examples(self, prompt: Prompt, pinned: bool) -> tuple[dict[str, Any], dict[str, Any]]:
         requests: dict[str, Any] = {}
