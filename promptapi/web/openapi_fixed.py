@@ -111,7 +111,10 @@ def shared_schemas(components: Components) -> None:
     summary_properties = {
         "name": {"type": "string"},
         "description": {"type": "string"},
-        "version": {"type": "integer"},
+        "version": {
+            "type": ["integer", "null"],
+            "description": "The current version; null when none is served (all drafts or retired).",
+        },
         "model": {"type": "string"},
         "url": {"type": "string"},
     }
@@ -629,6 +632,42 @@ def fixed_paths(components: Components, *, anonymous: bool) -> dict[str, dict[st
                         "headers": _headers(),
                     },
                 },
+            ),
+        },
+        "/": {
+            "get": system(
+                "catalogPage",
+                "The catalog: every published prompt API (HTML)",
+                {"200": {"description": "The page.", "headers": _headers(), "content": html}},
+                parameters=[
+                    _query("q", {"type": "string"}, "Search text."),
+                    _query("tag", {"type": "string"}, "Only prompts with this tag."),
+                    _query("model", {"type": "string"}, "Only prompts on this model alias."),
+                ],
+            ),
+        },
+        "/prompts/{name}": {
+            "get": system(
+                "catalogPromptPage",
+                "One prompt's catalog page, with its try-it form (HTML)",
+                {
+                    "200": {"description": "The page.", "headers": _headers(), "content": html},
+                    **{
+                        str(status): {
+                            "description": ERROR_TEXT[status] + " (an HTML page)",
+                            "headers": _headers(),
+                            "content": {
+                                **html,
+                                PROBLEM_JSON: {"schema": components.ref("Problem")},
+                            },
+                        }
+                        for status in (404, 410)
+                    },
+                },
+                parameters=[
+                    NAME_PARAM,
+                    _query("version", {"type": "string"}, "Show this version."),
+                ],
             ),
         },
         "/docs": {
