@@ -22,6 +22,7 @@ from promptapi.providers.http import (
     NOT_AN_ANSWER,
     ErrorInfo,
     HTTPClient,
+    declined,
     join_system,
     malformed,
     safe,
@@ -155,9 +156,7 @@ class AnthropicProvider:
             stop_reason = data.get("stop_reason")
             text = self._answer(blocks, request)
             if stop_reason == "refusal" and not text:
-                refused = UpstreamError("The model refused to answer.", reason="refusal")
-                refused.upstream_status = 200  # an answer: no fault of the deployment
-                raise refused
+                raise declined("The model refused to answer.", "refusal")
             usage = data.get("usage") or {}
             return Completion(
                 text=text,

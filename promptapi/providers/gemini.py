@@ -22,6 +22,7 @@ from promptapi.providers.http import (
     NOT_AN_ANSWER,
     ErrorInfo,
     HTTPClient,
+    declined,
     join_system,
     malformed,
     safe,
@@ -350,11 +351,7 @@ class GeminiProvider:
     def _blocked(self, what: str, reason: str) -> UpstreamError:
         alias, reason = self.config.alias, safe(reason)
         log.warning("provider %s: alias=%s reason=%s", what, alias, reason)
-        error = UpstreamError(
-            f"The provider for model alias {alias!r} {what} ({reason}).", reason="blocked"
-        )
-        error.upstream_status = 200  # an answer: no fault of the deployment
-        return error
+        return declined(f"The provider for model alias {alias!r} {what} ({reason}).", "blocked")
 
 
 def _usage(data: dict[str, Any]) -> tuple[int, int]:

@@ -251,6 +251,14 @@ def malformed(alias: str, what: str) -> UpstreamError:
     return UpstreamError(f"The provider for model alias {alias!r} sent {what}.")
 
 
+def declined(detail: str, reason: str) -> UpstreamError:
+    """A 502 for an answer the model gave but that is not one (a refusal, a block): the
+    deployment worked, so the router must not count it as a fault."""
+    error = UpstreamError(detail, reason=reason)
+    error.upstream_status = 200
+    return error
+
+
 def join_system(messages: list[dict[str, str]]) -> tuple[str, list[dict[str, str]]]:
     """Split off every system message (joined, in order) from the conversation, and merge
     consecutive turns of the same role: APIs with a top-level system prompt want the rest to

@@ -10,9 +10,9 @@ from urllib.parse import quote
 
 import orjson
 
-from promptapi.errors import PromptAPIError, UpstreamError
+from promptapi.errors import PromptAPIError
 from promptapi.providers.base import Completion, CompletionRequest, ModelConfig, StreamDelta
-from promptapi.providers.http import NOT_AN_ANSWER, HTTPClient, malformed
+from promptapi.providers.http import NOT_AN_ANSWER, HTTPClient, declined, malformed
 
 _SCHEMA_NAME = re.compile(r"[^a-zA-Z0-9_-]")
 AZURE_API_VERSION = "2024-10-21"
@@ -72,9 +72,7 @@ class OpenAIProvider:
             if text is None:
                 refusal = message.get("refusal")
                 if refusal:
-                    error = UpstreamError("The model refused to answer.", reason="refusal")
-                    error.upstream_status = 200  # an answer: no fault of the deployment
-                    raise error
+                    raise declined("The model refused to answer.", "refusal")
                 text = ""
             usage = data.get("usage") or {}
             return Completion(
