@@ -18,6 +18,21 @@ from tests.conftest import UPSTREAM_KEY, Server
 
 PROBLEM_JSON = "application/problem+json"
 SECRETS = (UPSTREAM_KEY, "sk-secret-in-upstream-message")
+# The fields of every answer envelope (a plain call, and the `done` event of a stream).
+ENVELOPE_FIELDS = frozenset(
+    {
+        "id",
+        "prompt",
+        "model",
+        "output",
+        "usage",
+        "cached",
+        "mock",
+        "latency_ms",
+        "deployment",
+        "attempts",
+    }
+)
 
 
 def settle(response: httpx.Response) -> None:

@@ -18,7 +18,7 @@ from jsonschema import Draft202012Validator
 
 from tests.conftest import ECHO, SENTIMENT, UPSTREAM_KEY
 from tests.fakes import Behaviour
-from tests.helpers import SECRETS, assert_problem, error_paths, settle
+from tests.helpers import ENVELOPE_FIELDS, SECRETS, assert_problem, error_paths, settle
 
 KEY_ENV = "PROMPTAPI_TEST_UPSTREAM_KEY"
 POSITIVE = '{"label": "positive", "score": 0.9}'
@@ -164,18 +164,7 @@ def test_call_with_output_schema_returns_parsed_object(server, client, fake):
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
-    assert set(body) == {
-        "id",
-        "prompt",
-        "model",
-        "output",
-        "usage",
-        "cached",
-        "mock",
-        "latency_ms",
-        "deployment",
-        "attempts",
-    }
+    assert set(body) == ENVELOPE_FIELDS
     assert body["id"].startswith("call_")
     assert body["prompt"] == {"name": "sentiment", "version": 1}
     assert body["model"] == "gpt-4o-mini-2024-07-18"

@@ -22,7 +22,7 @@ from starlette.routing import Mount, Route
 from promptapi.cli import main
 from promptapi.samples import sample
 from tests.conftest import ADMIN_TOKEN, Server
-from tests.helpers import assert_problem, sqlite_only
+from tests.helpers import ENVELOPE_FIELDS, assert_problem, sqlite_only
 
 MESSAGES = [{"role": "user", "content": "{{ input | json }}"}]
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -427,18 +427,7 @@ def test_document_is_valid_openapi_31_and_types_each_prompt_exactly(
         # The 200 answer is the envelope, with the output schema (or text) as `output`.
         ok = op["responses"]["200"]["content"]["application/json"]
         _, envelope = component(doc, ok["schema"])
-        assert set(envelope["required"]) == {
-            "id",
-            "prompt",
-            "model",
-            "output",
-            "usage",
-            "cached",
-            "mock",
-            "latency_ms",
-            "deployment",
-            "attempts",
-        }
+        assert set(envelope["required"]) == ENVELOPE_FIELDS
         assert envelope["properties"]["prompt"]["properties"]["name"] == {"const": name}
         output = envelope["properties"]["output"]
         if definition.get("output_schema") is None:
