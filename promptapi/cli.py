@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
+import logging
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -11,13 +14,21 @@ from typing import Any
 
 import orjson
 
-from promptapi import __version__, diff, files, prompty, runner
-from promptapi.config import Settings
+from promptapi import __version__, diff, files, prompty, runner, startup
+from promptapi.config import (
+    Settings,
+    database_warning,
+    describe_database,
+    env_name,
+    sqlite_path,
+)
 from promptapi.errors import ConfigError, PromptAPIError
 from promptapi.gateway import Gateway
 from promptapi.policy import PUBLISHED, Policy, review
 from promptapi.prompts import Prompt, check_definition
 from promptapi.providers import load_models
+
+log = logging.getLogger("promptapi")
 
 
 def _print_json(value: Any) -> None:
@@ -29,7 +40,33 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
-async def _with_gateway(settings: Settings, action: Callable[[Gateway], Awaitable[int]]) -> int:
+def _database(settings: Settings, *, writes: bool) -> None:
+    """Say which database a command uses (on stderr, so stdout stays the command's answer). A
+    command that only reads refuses to create a SQLite file where there is none."""
+    url = settings.database_url
+    path = sqlite_path(url)
+    if not writes and path is not None and not path.exists():
+        raise ConfigError(
+            f"no database at {path.resolve()} (PROMPTAPI_DATABASE_URL={url}); run this where "
+            "the server runs, point PROMPTAPI_DATABASE_URL at its database, or create one "
+            "with `promptapi db upgrade`"
+        )
+    print(f"promptapi: database: {describe_database(url)}", file=sys.stderr)
+    warning = database_warning(url)
+    if warning:
+        print(f"promptapi: warning: {warning}", file=sys.stderr)
+
+
+async def _with_gateway(
+    settings: Settings,
+    action: Callable[[Gateway], Awaitable[int]],
+    *,
+    writes: bool | None = True,
+) -> int:
+    """Run `action` with a gateway. `writes`: whether the command may create and change the
+    database; None when it does not use the database at all."""
+    if writes is not None:
+        _database(settings, writes=writes)
     gateway = Gateway(settings)
     try:
         return await action(gateway)
@@ -37,24 +74,48 @@ async def _with_gateway(settings: Settings, action: Callable[[Gateway], Awaitabl
         await gateway.store.aclose()
 
 
+def _check_port(host: str, port: int) -> None:
+    """Fail at once, before migrations and the sync, when the address is taken."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; check --host") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            reason = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {reason}; stop the other server or pick "
+                "another port (--port or PROMPTAPI_PORT)"
+            ) from None
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from promptapi.app import configure_logging
 
+    overrides = {"host": args.host, "port": args.port, "workers": args.workers}
+    settings = settings.with_(**{k: v for k, v in overrides.items() if v is not None})
+    _check_port(settings.host, settings.port)
     configure_logging(settings.log_level)
 
     async def prepare(gateway: Gateway) -> int:
-        await gateway.prepare()
+        report = await gateway.prepare()
+        for line in startup.summary(settings, gateway.providers.models, report):
+            log.info("%s", line)
         return 0
 
     asyncio.run(_with_gateway(settings, prepare))
     uvicorn.run(
         "promptapi.app:create_prepared_app",
         factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=args.workers or settings.workers,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
         access_log=settings.access_log,
         proxy_headers=settings.forwarded_allow_ips is not None,
         forwarded_allow_ips=settings.forwarded_allow_ips,
@@ -76,11 +137,14 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
         print(f"current: {current or 'none'}  head: {head}")
         return 0
 
-    return asyncio.run(_with_gateway(settings, run))
+    return asyncio.run(_with_gateway(settings, run, writes=args.action != "current"))
 
 
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     root = Path(args.dir) if args.dir else settings.prompts_dir
+    if not root.is_dir():
+        option = "--dir" if args.dir else env_name("prompts_dir")
+        return _fail(f"the prompts folder {root} does not exist; create it or fix {option}", 2)
 
     async def run(gateway: Gateway) -> int:
         # A dry run does not even migrate: a database without the schema refuses, naming the
@@ -106,7 +170,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 1 if report.errors else 0
 
-    return asyncio.run(_with_gateway(settings, run))
+    return asyncio.run(_with_gateway(settings, run, writes=not args.dry_run))
 
 
 def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
@@ -239,7 +303,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 1 if report.conflicts else 0
 
-    return asyncio.run(_with_gateway(settings, run))
+    return asyncio.run(_with_gateway(settings, run, writes=False))
 
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
@@ -295,7 +359,14 @@ def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
                 definitions, broken = runner.from_files(root, models)
             if args.names:
                 wanted = set(args.names)
-                unknown = wanted - {d["name"] for d in definitions} - {r.prompt for r in broken}
+                known = {d["name"] for d in definitions} | {r.prompt for r in broken}
+                # A file too broken to name its prompt still answers to its folder's name.
+                for row in broken:
+                    folders = set(Path(row.file).parts[:-1]) & wanted
+                    if folders and row.prompt not in wanted:
+                        wanted.add(row.prompt)
+                        known |= folders
+                unknown = set(args.names) - known
                 if unknown:
                     where = "in the database" if args.db else f"under {root}"
                     return _fail(f"no prompt named {', '.join(sorted(unknown))} {where}", 2)
@@ -307,16 +378,23 @@ def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await gateway.providers.aclose()
         print(runner.table(rows))
+        for row in rows:
+            for problem in row.problems:
+                print(f"{row.file}: {problem}", file=sys.stderr)
         tally = {
             result: sum(r.result == result for r in rows) for result in ("pass", "FAIL", "skip")
         }
         print(f"{tally['pass']} passed, {tally['FAIL']} failed, {tally['skip']} skipped")
         return 1 if tally["FAIL"] else 0
 
-    return asyncio.run(_with_gateway(settings, run))
+    # Without --db the prompts come from files and nothing is stored: no database is opened.
+    return asyncio.run(_with_gateway(settings, run, writes=False if args.db else None))
 
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "create" and not (1 <= len(args.name.strip()) <= 200):
+        return _fail("a key needs a name of 1 to 200 characters, e.g. billing-service", 2)
+
     async def run(gateway: Gateway) -> int:
         await gateway.store.ensure_schema(migrate=settings.auto_migrate)
         if args.action == "create":
@@ -330,12 +408,14 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
             _print_json(await gateway.revoke_key(args.key_id, actor="cli"))
         return 0
 
-    return asyncio.run(_with_gateway(settings, run))
+    return asyncio.run(_with_gateway(settings, run, writes=args.action != "list"))
 
 
 def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
     async def run(gateway: Gateway) -> int:
         await gateway.store.ensure_schema(migrate=settings.auto_migrate)
+        if not any(row["name"] == args.name for row in await gateway.store.versions_after(0)):
+            return _fail(f"no prompt named {args.name!r} in the database", 1)
         old = await gateway.store.get_version(args.name, args.old)
         new = await gateway.store.get_version(args.name, args.new)
         result = diff.versions(args.name, old, new)
@@ -345,7 +425,7 @@ def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
             print(diff.render(result))
         return 0
 
-    return asyncio.run(_with_gateway(settings, run))
+    return asyncio.run(_with_gateway(settings, run, writes=False))
 
 
 def cmd_admin_token(args: argparse.Namespace, settings: Settings) -> int:
@@ -376,7 +456,7 @@ def cmd_openapi(args: argparse.Namespace, settings: Settings) -> int:
         documents.append(build_document(gateway.registry, anonymous=settings.allow_anonymous))
         return 0
 
-    asyncio.run(_with_gateway(settings, load))
+    asyncio.run(_with_gateway(settings, load, writes=False))
     document = documents[0]
     if args.server:
         document["servers"] = [{"url": url} for url in args.server]
@@ -502,7 +582,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-    except ValueError as exc:
+    except (ConfigError, ValueError) as exc:
         return _fail(str(exc), 2)
     try:
         return int(args.func(args, settings))

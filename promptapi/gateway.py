@@ -232,7 +232,8 @@ class Gateway:
         if self.settings.sync_on_start:
             report = await self.sync(self.settings.prompts_dir)
             for error in report.errors:
-                log.error("prompt file %s: %s", error["file"], error["detail"])
+                named = [f"{e['path'] or '/'}: {e['message']}" for e in error.get("errors") or []]
+                log.error("prompt file %s: %s", error["file"], "; ".join([error["detail"], *named]))
             for found in report.warnings:
                 log.warning(
                     "prompt file %s: %d policy warnings (see `promptapi lint`)",

@@ -31,6 +31,9 @@ class Row:
     check: str
     result: str
     reason: str = ""
+    # A file that is not a valid definition: where it is and every problem in it.
+    file: str = ""
+    problems: tuple[str, ...] = ()
 
 
 def from_files(root: Path, models: Any) -> tuple[list[dict[str, Any]], list[Row]]:
@@ -40,9 +43,14 @@ def from_files(root: Path, models: Any) -> tuple[list[dict[str, Any]], list[Row]
     broken: list[Row] = []
     for found in files.read_all(root):
         data = found.data if isinstance(found.data, dict) else {}
-        name = str(data.get("name", found.path.name))
+        # prompts/NAME/1.yaml: a file too broken to name its prompt is named by its folder.
+        folder = found.path.parent.name if found.path.parent != root else found.path.stem
+        name = str(data.get("name", folder))
         if found.error is not None:
-            broken.append(Row(name, "-", "-", "definition", FAIL, f"{found.error} in {found.path}"))
+            reason = f"{found.error} in {found.path}"
+            broken.append(
+                Row(name, "-", "-", "definition", FAIL, reason, str(found.path), (found.error,))
+            )
             continue
         try:
             definition = check_definition(data, models=models, require_version=True)
@@ -50,7 +58,10 @@ def from_files(root: Path, models: Any) -> tuple[list[dict[str, Any]], list[Row]
             problems = exc.errors or [{"path": "", "message": exc.detail}]
             more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
             reason = f"{problems[0]['path'] or '/'}: {problems[0]['message']}{more} in {found.path}"
-            broken.append(Row(name, data.get("version", "-"), "-", "definition", FAIL, reason))
+            named = tuple(f"{p['path'] or '/'}: {p['message']}" for p in problems)
+            version = data.get("version", "-")
+            row = Row(name, version, "-", "definition", FAIL, reason, str(found.path), named)
+            broken.append(row)
             continue
         current = newest.get(definition["name"])
         if current is None or definition["version"] > current["version"]:

@@ -48,6 +48,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from promptapi import lifecycle
+from promptapi.config import explain_database_error
 from promptapi.errors import ConfigError, Conflict, InputInvalid, NotFound
 
 log = logging.getLogger("promptapi.store")
@@ -312,12 +313,10 @@ class Store:
         try:
             async with self.transaction() as conn:
                 return await conn.run_sync(current), head
-        except OperationalError as exc:
-            raise ConfigError(
-                f"cannot open the database {redact_url(self.url)}: {exc.orig}"
-            ) from None
+        except DBAPIError as exc:
+            raise ConfigError(explain_database_error(self.url, str(exc.orig))) from None
         except OSError as exc:
-            raise ConfigError(f"cannot reach the database {redact_url(self.url)}: {exc}") from None
+            raise ConfigError(explain_database_error(self.url, str(exc))) from None
 
     async def ensure_schema(self, *, migrate: bool) -> None:
         current, head = await self.schema_revision()
