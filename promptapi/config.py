@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -68,6 +69,9 @@ class Settings:
         for f in fields(self):
             check = _CHECKS.get(f.name)
             value = getattr(self, f.name)
+            if f.name in _LOWERCASE and isinstance(value, str):
+                value = value.strip().lower()
+                object.__setattr__(self, f.name, value)
             if check is None or value is None:
                 continue
             problem = check(value)
@@ -114,8 +118,6 @@ def _convert(name: str, annotation: Any, raw: str) -> Any:
             return Path(raw)
     except ValueError as exc:
         raise ConfigError(f"{env_name(name)} {exc}") from None
-    if name in _LOWERCASE:
-        return raw.strip().lower()
     return raw
 
 
@@ -156,7 +158,7 @@ def _admin_token(value: str) -> str | None:
     return None
 
 
-def _http_url(value: str) -> str | None:
+def check_http_url(value: str) -> str | None:
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - parses the port, raising on a bad one
@@ -166,6 +168,28 @@ def _http_url(value: str) -> str | None:
         return (
             "must start with http:// or https:// and name a host, "
             "like https://api.openai.com/v1 or http://localhost:11434/v1"
+        )
+    return None
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_KEY_PREFIXES = ("sk-", "sk_", "gsk_", "AIza", "xai-", "pa_", "pk_", "key-", "Bearer ")
+
+
+def check_env_var_name(value: str) -> str | None:
+    """A field that names the env var holding a secret must not hold the secret itself. The
+    answer never repeats the value."""
+    text = str(value)
+    looks_like_key = (
+        text.startswith(_KEY_PREFIXES)
+        or not _ENV_NAME.fullmatch(text)
+        or (len(text) >= 24 and any(c.islower() for c in text) and any(c.isdigit() for c in text))
+    )
+    if looks_like_key:
+        return (
+            "must be the NAME of an environment variable that holds the key (like "
+            "OPENAI_API_KEY), and this value looks like a key itself (not shown); put the key "
+            "in an env var and name that variable here"
         )
     return None
 
@@ -222,7 +246,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "forwarded_allow_ips": _forwarded,
     "stream_heartbeat": _between(0, 3600, unit=" seconds (0 turns heartbeats off)"),
     "catalog": _one_of(CATALOG_MODES),
-    "openai_base_url": _http_url,
+    "openai_base_url": check_http_url,
 }
 
 

@@ -667,8 +667,17 @@ class Gateway:
     # -- lifecycle and labels -------------------------------------------------------------
 
     async def transition(
-        self, name: str, number: int, action: str, body: dict[str, Any], *, actor: str
+        self,
+        name: str,
+        number: int,
+        action: str,
+        body: dict[str, Any],
+        *,
+        actor: str,
+        warnings: list[dict[str, str]] | None = None,
     ) -> Version:
+        """Move a version to another state. Publishing checks the policy for published versions;
+        its warnings are appended to `warnings` when given."""
         if action == "publish":
             # A published version must meet the policy for published versions (e.g. examples).
             known = self.registry.get(name, number)
@@ -677,7 +686,9 @@ class Gateway:
                 if known is not None
                 else (await self.store.get_version(name, number))["definition"]
             )
-            self.check(definition, stage=PUBLISHED)
+            _, found = self.check(definition, stage=PUBLISHED)
+            if warnings is not None:
+                warnings.extend(found)
         async with self._state_lock:
             row = await self.store.transition(name, number, action, body, actor=actor)
             version = self.registry.add(row)

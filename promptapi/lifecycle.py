@@ -147,7 +147,8 @@ def plan(
                 "point at it; move or delete them first.",
                 state=state,
                 action=action,
-                allowed=sorted(allowed),
+                # Retiring is what the labels refuse: it is not allowed until they move.
+                allowed=sorted(a for a, t in allowed.items() if t != RETIRED),
                 labels=pointing,
             )
     successor = _successor(name, version, states, body.get("successor"))

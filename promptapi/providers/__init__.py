@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from promptapi.config import check_env_var_name, check_http_url
 from promptapi.errors import ConfigError, ProviderUnavailable
 from promptapi.providers.anthropic import AnthropicProvider
 from promptapi.providers.base import (
@@ -283,6 +284,10 @@ def _model_config(
     if "api_key" in spec:
         raise ConfigError(f"{where}: put the key in an env var and name it in api_key_env")
     key_env = spec.get("api_key_env")
+    for key, check in (("api_key_env", check_env_var_name), ("base_url", check_http_url)):
+        problem = check(spec[key]) if spec.get(key) is not None else None
+        if problem:
+            raise ConfigError(f"{where}.{key} {problem}")
     api_key = env.get(key_env) if key_env else None
     if key_env and not api_key:
         log.warning("model alias %r: env var %s is not set", alias, key_env)

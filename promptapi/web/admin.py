@@ -93,8 +93,14 @@ def _transition(action: str) -> Callable[[Request], Awaitable[Response]]:
         name, number = request.path_params["name"], request.path_params["version"]
         raw = await read_optional_json(request, gateway.settings.max_body_bytes)
         body = lifecycle.parse_body(action, raw)
-        version = await gateway.transition(name, number, action, body, actor=ACTOR)
-        return JSON(views.version_detail(version, gateway.registry.labels(name)))
+        warnings: list[dict[str, str]] = []
+        version = await gateway.transition(
+            name, number, action, body, actor=ACTOR, warnings=warnings
+        )
+        answer = views.version_detail(version, gateway.registry.labels(name))
+        if action == "publish":
+            answer["warnings"] = warnings
+        return JSON(answer)
 
     endpoint.__name__ = action
     return endpoint
