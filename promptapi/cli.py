@@ -282,7 +282,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     root = Path(args.dir) if args.dir else settings.prompts_dir
 
     async def run(gateway: Gateway) -> int:
-        await gateway.store.ensure_schema(migrate=settings.auto_migrate)
+        await gateway.store.ensure_schema(migrate=False)
         rows = await gateway.store.versions_after(0)
         if args.name:
             rows = [r for r in rows if r["name"] in set(args.name)]
@@ -352,7 +352,7 @@ def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
                 return _fail(f"unknown model alias {args.model!r}; configured: {known}", 2)
             models = None if args.model else gateway.providers.models
             if args.db:
-                await gateway.store.ensure_schema(migrate=settings.auto_migrate)
+                await gateway.store.ensure_schema(migrate=False)
                 await gateway.refresh(force=True)
                 definitions, broken = runner.from_registry(gateway), []
             else:
@@ -396,7 +396,7 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
         return _fail("a key needs a name of 1 to 200 characters, e.g. billing-service", 2)
 
     async def run(gateway: Gateway) -> int:
-        await gateway.store.ensure_schema(migrate=settings.auto_migrate)
+        await gateway.store.ensure_schema(migrate=settings.auto_migrate and args.action != "list")
         if args.action == "create":
             plaintext, key = await gateway.create_key(
                 args.name, ["*"], allow_drafts=args.allow_drafts, actor="cli"
@@ -413,7 +413,7 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
     async def run(gateway: Gateway) -> int:
-        await gateway.store.ensure_schema(migrate=settings.auto_migrate)
+        await gateway.store.ensure_schema(migrate=False)
         if not any(row["name"] == args.name for row in await gateway.store.versions_after(0)):
             return _fail(f"no prompt named {args.name!r} in the database", 1)
         old = await gateway.store.get_version(args.name, args.old)
@@ -451,7 +451,7 @@ def cmd_openapi(args: argparse.Namespace, settings: Settings) -> int:
     documents: list[dict[str, Any]] = []
 
     async def load(gateway: Gateway) -> int:
-        await gateway.store.ensure_schema(migrate=settings.auto_migrate)
+        await gateway.store.ensure_schema(migrate=False)
         await gateway.refresh(force=True)
         documents.append(build_document(gateway.registry, anonymous=settings.allow_anonymous))
         return 0

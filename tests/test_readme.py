@@ -6,7 +6,7 @@ of the shipped prompts, and `.venv` is a link to the environment running the tes
 `.venv/bin/promptapi` is this checkout). The server is `.venv/bin/promptapi serve` with the
 default settings, except that the `default` model alias points at the fake OpenAI upstream.
 
-What is substituted, and nothing else (SUBSTITUTIONS below):
+What is substituted, and nothing else (`substitutions` below):
 - `pa_...` (the tour's "token printed at first start") becomes the token the server printed;
 - `localhost:8000` and `127.0.0.1:8000` become the port the test's server listens on.
 
@@ -228,12 +228,12 @@ def start_server(folder: Path, port: int, fake: FakeOpenAI) -> tuple[subprocess.
 
 
 def substitute(text: str, token: str, port: int) -> str:
-    for shown, actual in SUBSTITUTIONS(token, port):
+    for shown, actual in substitutions(token, port):
         text = text.replace(shown, actual)
     return text
 
 
-def SUBSTITUTIONS(token: str, port: int) -> list[tuple[str, str]]:  # noqa: N802
+def substitutions(token: str, port: int) -> list[tuple[str, str]]:
     return [
         ("pa_...", token),
         ("localhost:8000", f"127.0.0.1:{port}"),
@@ -366,7 +366,7 @@ def test_commands_are_split_as_a_reader_sees_them() -> None:
     block = Block(
         1,
         "sh",
-        "# a step\nA=$(curl -s x \\\n  -d '{\n  \"a\": 1}')\n# {\"b\":\n#  2}\n\n"
+        '# a step\nA=$(curl -s x \\\n  -d \'{\n  "a": 1}\')\n# {"b":\n#  2}\n\n'
         "curl -s y   # version 3\n",
     )
     found = commands(block)
