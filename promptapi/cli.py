@@ -69,6 +69,9 @@ async def _with_gateway(
         _database(settings, writes=writes)
     gateway = Gateway(settings)
     try:
+        if writes is not None:
+            # Opens the database first, so a URL that cannot work is one line, not a traceback.
+            await gateway.store.schema_revision()
         return await action(gateway)
     finally:
         await gateway.store.aclose()
