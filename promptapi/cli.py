@@ -65,11 +65,11 @@ async def _with_gateway(
 ) -> int:
     """Run `action` with a gateway. `writes`: whether the command may create and change the
     database; None when it does not use the database at all."""
-    if writes is not None:
-        _database(settings, writes=writes)
+    # The models file and the policy are checked (by the gateway) before the database.
     gateway = Gateway(settings)
     try:
         if writes is not None:
+            _database(settings, writes=writes)
             # Opens the database first, so a URL that cannot work is one line, not a traceback.
             await gateway.store.schema_revision()
         return await action(gateway)

@@ -401,7 +401,7 @@ def _check_definition(
         )
         inputs.insert(0, ("a sample input with every field", sample(input_schema)))
         for i, template in templates:
-            problem = _dry_render(template, inputs)
+            problem = _dry_render(template, inputs, messages[i]["content"])
             if problem is not None:
                 problems.append({"path": f"/messages/{i}/content", "message": problem})
     if problems:
@@ -444,7 +444,9 @@ def _integer(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def _dry_render(template: jinja2.Template, inputs: list[tuple[str, Any]]) -> str | None:
+def _dry_render(
+    template: jinja2.Template, inputs: list[tuple[str, Any]], source: str = ""
+) -> str | None:
     for label, data in inputs:
         if not isinstance(data, dict):
             continue
@@ -456,7 +458,14 @@ def _dry_render(template: jinja2.Template, inputs: list[tuple[str, Any]]) -> str
                 if "required" in label
                 else ""
             )
-            return f"{exc.message} when rendered with {label}{hint}"
+            # Jinja stops at the first undefined variable; name every one the input lacks.
+            missing = sorted(template_variables([source]) - set(data) - set(_env.globals))
+            what = (
+                f"{', '.join(map(repr, missing))} are undefined"
+                if len(missing) > 1
+                else exc.message
+            )
+            return f"{what} when rendered with {label}{hint}"
         except Exception as exc:  # a template can raise anything while dry-rendered
             return f"template failed when rendered with {label}: {type(exc).__name__}: {exc}"
     return None

@@ -288,6 +288,32 @@ def test_test_name_on_an_invalid_file_reports_its_problems(tmp_path: Path) -> No
     assert broken.stderr.startswith("prompts/broken/1.yaml: invalid YAML at line 4"), broken.stderr
 
 
+UNDEFINED = """\
+name: undefined
+version: 1
+description: Uses three fields its input does not have.
+input_schema: {type: object, properties: {a: {type: string, maxLength: 5}}, required: [a]}
+messages:
+  - role: user
+    content: "{{ a }} {{ foo }} {{ bar }} {{ baz }}"
+"""
+
+
+def test_lint_and_sync_name_every_undefined_variable(tmp_path: Path) -> None:
+    (tmp_path / "prompts" / "undefined").mkdir(parents=True)
+    (tmp_path / "prompts" / "undefined" / "1.yaml").write_text(UNDEFINED)
+    problem = (
+        "/messages/0/content: [definition] 'bar', 'baz', 'foo' are undefined when rendered with "
+        "a sample input with every field (error)"
+    )
+    lint = run("lint", "prompts", cwd=tmp_path)
+    assert lint.returncode == 1
+    assert f"prompts/undefined/1.yaml: {problem}" in lint.stdout.splitlines()
+    sync = run("sync", cwd=tmp_path)
+    assert sync.returncode == 1
+    assert f"             {problem}" in sync.stderr.splitlines()
+
+
 def test_the_start_up_log_names_every_problem_of_a_file(
     make_server: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
