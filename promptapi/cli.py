@@ -108,8 +108,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     async def prepare(gateway: Gateway) -> int:
         report = await gateway.prepare()
-        for line in startup.summary(settings, gateway.providers.models, report):
-            log.info("%s", line)
+        for level, line in startup.summary(settings, gateway.providers.models, report):
+            log.log(level, "%s", line)
         return 0
 
     asyncio.run(_with_gateway(settings, prepare))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +62,20 @@ def url_lines(host: str, port: int, catalog: bool) -> list[str]:
     return lines
 
 
-def summary(settings: Settings, models: dict[str, Any], report: Any) -> list[str]:
-    lines = [f"promptapi {__version__}: database {describe_database(settings.database_url)}"]
+def summary(settings: Settings, models: dict[str, Any], report: Any) -> list[tuple[int, str]]:
+    """(log level, line) pairs: what a newcomer checks first, warnings where something is off."""
+    info, warn = logging.INFO, logging.WARNING
+    lines = [
+        (info, f"promptapi {__version__}: database {describe_database(settings.database_url)}")
+    ]
     warning = database_warning(settings.database_url)
     if warning:
-        lines.append(f"warning: {warning}")
-    lines += model_lines(models)
-    lines.append(sync_line(settings, report))
-    lines += url_lines(settings.host, settings.port, settings.catalog != "off")
+        lines.append((warn, warning))
+    lines += [(info, line) for line in model_lines(models)]
+    synced = sync_line(settings, report)
+    missing = report is not None and not Path(settings.prompts_dir).is_dir()
+    lines.append((warn if missing else info, synced))
+    lines += [
+        (info, line) for line in url_lines(settings.host, settings.port, settings.catalog != "off")
+    ]
     return lines

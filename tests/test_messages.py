@@ -3,6 +3,7 @@ database URLs, missing folders and files, the port, the models file, and the sta
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -357,6 +358,39 @@ def test_a_base_url_without_a_scheme_is_refused(tmp_path: Path) -> None:
 
 
 # -- serve -----------------------------------------------------------------------------------
+
+
+def test_serve_warns_about_a_missing_folder_and_the_maintenance_database(tmp_path: Path) -> None:
+    """The summary's warnings (serve would migrate into the maintenance database, so this
+    checks the summary without starting it; nothing connects to the database here)."""
+    import asyncio
+
+    from promptapi import startup
+    from promptapi.config import Settings
+    from promptapi.gateway import Gateway
+
+    settings = Settings(
+        database_url="postgresql://app:pw@127.0.0.1:5432/postgres",
+        prompts_dir=tmp_path / "nowhere",
+        port=8123,
+    )
+    gateway = Gateway(settings)
+    lines = startup.summary(settings, gateway.providers.models, startup_report())
+    asyncio.run(gateway.store.aclose())
+    warnings = [line for level, line in lines if level == logging.WARNING]
+    assert warnings == [
+        "PROMPTAPI_DATABASE_URL points at 'postgres', the PostgreSQL server's maintenance "
+        "database; give promptapi a database of its own (createdb promptapi) and name it in the "
+        "URL",
+        f"prompt files: the folder {tmp_path / 'nowhere'} does not exist, nothing was synced "
+        "(create it or set PROMPTAPI_PROMPTS_DIR)",
+    ]
+
+
+def startup_report() -> Any:
+    from promptapi.gateway import SyncReport
+
+    return SyncReport()
 
 
 def test_the_port_is_checked_before_the_database(tmp_path: Path) -> None:
