@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from promptapi.config import Settings, env_name
+from promptapi.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = [env_name(f.name) for f in fields(Settings)]
@@ -49,3 +50,14 @@ def test_env_example_gives_each_default(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_every_setting_is_in_the_readme_configuration(name: str) -> None:
     assert f"`{name}`" in configuration_section()
+
+
+NUMERIC = [env_name(f.name) for f in fields(Settings) if str(f.type).startswith(("int", "float"))]
+
+
+@pytest.mark.parametrize("name", NUMERIC)
+@pytest.mark.parametrize("value", ["-1000000000000", "1000000000000000000000"])
+def test_every_numeric_setting_is_bounded(name: str, value: str) -> None:
+    """A number far out of any sensible range stops the process with one line naming it."""
+    with pytest.raises(ConfigError, match=f"^{name} must be "):
+        Settings.from_env({name: value})
