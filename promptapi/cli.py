@@ -20,6 +20,7 @@ from promptapi.config import (
     database_warning,
     describe_database,
     env_name,
+    explain_database_error,
     sqlite_path,
 )
 from promptapi.errors import ConfigError, PromptAPIError
@@ -45,6 +46,9 @@ def _database(settings: Settings, *, writes: bool) -> None:
     command that only reads refuses to create a SQLite file where there is none."""
     url = settings.database_url
     path = sqlite_path(url)
+    if path is not None and not path.resolve().parent.is_dir():
+        # Said before any connection attempt: aiosqlite's failed connect can outlive the loop.
+        raise ConfigError(explain_database_error(url, "unable to open database file"))
     if not writes and path is not None and not path.exists():
         raise ConfigError(
             f"no database at {path.resolve()} (PROMPTAPI_DATABASE_URL={url}); run this where "
