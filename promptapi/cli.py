@@ -421,7 +421,7 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
     async def run(gateway: Gateway) -> int:
         await gateway.store.ensure_schema(migrate=False)
-        if not any(row["name"] == args.name for row in await gateway.store.versions_after(0)):
+        if not any(row["name"] == args.name for row in await gateway.store.lifecycles()):
             return _fail(f"no prompt named {args.name!r} in the database", 1)
         old = await gateway.store.get_version(args.name, args.old)
         new = await gateway.store.get_version(args.name, args.new)
