@@ -399,7 +399,8 @@ def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
-    if args.action == "create" and not (1 <= len(args.name.strip()) <= 200):
+    # The same rule as POST /admin/v1/keys: 1 to 200 characters, not only spaces.
+    if args.action == "create" and (not args.name.strip() or len(args.name) > 200):
         return _fail("a key needs a name of 1 to 200 characters, e.g. billing-service", 2)
 
     async def run(gateway: Gateway) -> int:

@@ -464,7 +464,7 @@ def test_the_start_up_summary(tmp_path: Path, fake: FakeOpenAI) -> None:
 
 
 def test_keys_create_refuses_an_empty_name(tmp_path: Path) -> None:
-    for name in ("", "   "):
+    for name in ("", "   ", "k" * 201):
         result = run("keys", "create", name, cwd=tmp_path)
         assert result.stderr == (
             "promptapi: a key needs a name of 1 to 200 characters, e.g. billing-service\n"
