@@ -164,6 +164,17 @@ class InputInvalid(PromptAPIError):
     )
 
 
+class RequestInvalid(PromptAPIError):
+    status = 422
+    code = "request_invalid"
+    title = "The request body is not valid for this operation"
+    description = (
+        "An admin request's body (a key, a label move, a lifecycle transition) has a missing, "
+        "unknown or wrong field. `errors` lists every problem, each with a JSON pointer `path` "
+        "into the body."
+    )
+
+
 class DefinitionInvalid(PromptAPIError):
     status = 422
     code = "definition_invalid"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from promptapi.errors import InputInvalid, LabelRefused, TransitionRefused
+from promptapi.errors import LabelRefused, RequestInvalid, TransitionRefused
 
 DRAFT, PUBLISHED, DEPRECATED, RETIRED = "draft", "published", "deprecated", "retired"
 STATES = (DRAFT, PUBLISHED, DEPRECATED, RETIRED)
@@ -66,7 +66,7 @@ def parse_body(action: str, raw: Any) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise InputInvalid(
+        raise RequestInvalid(
             "Send a JSON object (or no body).",
             errors=[{"path": "", "message": "expected an object"}],
         )
@@ -94,7 +94,7 @@ def parse_body(action: str, raw: Any) -> dict[str, Any]:
         else:
             body["sunset"] = sunset
     if errors:
-        raise InputInvalid(f"The {action} request has {len(errors)} problem(s).", errors=errors)
+        raise RequestInvalid(f"The {action} request has {len(errors)} problem(s).", errors=errors)
     return body
 
 
@@ -160,7 +160,7 @@ def plan(
     deprecated_at = current.get("deprecated_at") if state == DEPRECATED else None
     deprecated_at = deprecated_at or at
     if sunset is not None and sunset < deprecated_at:
-        raise InputInvalid(
+        raise RequestInvalid(
             "The sunset is earlier than the deprecation.",
             errors=[
                 {
@@ -186,7 +186,7 @@ def _successor(name: str, version: int, states: dict[int, str], wanted: int | No
     elif states[wanted] != PUBLISHED:
         problem = f"must be a published version; version {wanted} is {states[wanted]}"
     if problem is not None:
-        raise InputInvalid(
+        raise RequestInvalid(
             "The successor is not usable.", errors=[{"path": "/successor", "message": problem}]
         )
     return wanted

@@ -49,7 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from promptapi import lifecycle
 from promptapi.config import explain_database_error
-from promptapi.errors import ConfigError, Conflict, InputInvalid, NotFound
+from promptapi.errors import ConfigError, Conflict, NotFound, RequestInvalid
 
 log = logging.getLogger("promptapi.store")
 
@@ -690,7 +690,7 @@ class Store:
             prompt_id = await self._existing_prompt(conn, name)
             states = await self._states(conn, prompt_id)
             if number not in states:
-                raise InputInvalid(
+                raise RequestInvalid(
                     f"Prompt {name!r} has no version {number}.",
                     errors=[{"path": "/version", "message": f"{name!r} has no version {number}"}],
                 )

@@ -171,7 +171,7 @@ def test_transition_bodies_are_checked_and_refusals_change_nothing(server, fake)
         ("deprecate", [1], "", "expected an object"),
     ]
     for action, body, path, message in cases:
-        problem = assert_problem(act(server, 1, action, body), 422, "input_invalid")
+        problem = assert_problem(act(server, 1, action, body), 422, "request_invalid")
         assert [e["path"] for e in problem["errors"]] == [path], (action, body, problem)
         assert message in problem["errors"][0]["message"], (action, body, problem)
     not_json = server.admin.post(
@@ -304,7 +304,7 @@ def test_drafts_are_invisible_to_plain_keys_and_callable_with_drafts_allowed(ser
     keys = ok(server.admin.get("/admin/v1/keys"))["keys"]
     assert sorted(k["allow_drafts"] for k in keys) == [False, True]
     bad = server.admin.post("/admin/v1/keys", json={"name": "x", "allow_drafts": "yes"})
-    assert [e["path"] for e in assert_problem(bad, 422, "input_invalid")["errors"]] == [
+    assert [e["path"] for e in assert_problem(bad, 422, "request_invalid")["errors"]] == [
         "/allow_drafts"
     ]
     drafts.close()
@@ -402,7 +402,7 @@ def test_labels_route_unpinned_and_labelled_calls(server, client, fake):
     ]
     for body, path in bad:
         response = server.admin.put("/admin/v1/prompts/echo/labels/staging", json=body)
-        assert [e["path"] for e in assert_problem(response, 422, "input_invalid")["errors"]] == [
+        assert [e["path"] for e in assert_problem(response, 422, "request_invalid")["errors"]] == [
             path
         ], body
     bad_name = assert_problem(

@@ -500,3 +500,16 @@ def test_a_retire_refused_by_a_label_does_not_offer_retire(server: Server) -> No
     )
     assert refused["labels"] == ["production"]
     assert refused["allowed"] == ["deprecate"]
+
+
+def test_a_bad_key_request_has_a_title_about_the_request(server: Server) -> None:
+    problem = assert_problem(server.admin.post("/admin/v1/keys", json={"name": ""}), 422)
+    assert problem["code"] == "request_invalid"
+    assert problem["title"] == "The request body is not valid for this operation"
+    assert [e["path"] for e in problem["errors"]] == ["/name"]
+    assert server.admin.post("/admin/v1/prompts", json=ECHO).status_code == 201
+    label = server.admin.put("/admin/v1/prompts/echo/labels/x", json={"version": "one"})
+    assert assert_problem(label, 422, "request_invalid")["errors"][0]["path"] == "/version"
+    # A caller's input that fails the prompt's schema keeps its own problem type.
+    with server.consumer() as client:
+        assert_problem(client.post("/v1/prompts/echo", json={}), 422, "input_invalid")

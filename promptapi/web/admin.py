@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from promptapi import lifecycle
-from promptapi.errors import InputInvalid, MalformedRequest, NotFound
+from promptapi.errors import MalformedRequest, NotFound, RequestInvalid
 from promptapi.gateway import Gateway
 from promptapi.prompts import NAME_PATTERN
 from promptapi.web import auth, views
@@ -58,7 +58,7 @@ async def create_version(request: Request) -> Response:
     raw = await read_json(request, gateway.settings.max_body_bytes)
     name = request.path_params["name"]
     if isinstance(raw, dict) and raw.setdefault("name", name) != name:
-        raise InputInvalid(
+        raise RequestInvalid(
             "The body names another prompt than the URL.",
             errors=[{"path": "/name", "message": f"must be {name!r} (from the URL) or absent"}],
         )
@@ -142,7 +142,7 @@ async def put_label(request: Request) -> Response:
             for extra in sorted(set(raw) - {"version"})
         )
     if errors:
-        raise InputInvalid(f"The label request has {len(errors)} problem(s).", errors=errors)
+        raise RequestInvalid(f"The label request has {len(errors)} problem(s).", errors=errors)
     name = request.path_params["name"]
     return JSON(await gateway.set_label(name, label, number, actor=ACTOR))  # type: ignore[arg-type]
 
@@ -169,7 +169,7 @@ async def diff(request: Request) -> Response:
 def _key_request(raw: Any) -> tuple[str, list[str], bool]:
     errors: list[dict[str, str]] = []
     if not isinstance(raw, dict):
-        raise InputInvalid(
+        raise RequestInvalid(
             "Send a JSON object.", errors=[{"path": "", "message": "expected an object"}]
         )
     name = raw.get("name")
@@ -184,7 +184,7 @@ def _key_request(raw: Any) -> tuple[str, list[str], bool]:
     for extra in sorted(set(raw) - {"name", "scopes", "allow_drafts"}):
         errors.append({"path": f"/{extra}", "message": f"unexpected property '{extra}'"})
     if errors:
-        raise InputInvalid(f"The key request has {len(errors)} problem(s).", errors=errors)
+        raise RequestInvalid(f"The key request has {len(errors)} problem(s).", errors=errors)
     return name.strip(), scopes, allow_drafts  # type: ignore[union-attr]
 
 
