@@ -400,14 +400,14 @@ def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     # The same rule as POST /admin/v1/keys: 1 to 200 characters, not only spaces.
-    if args.action == "create" and (not args.name.strip() or len(args.name) > 200):
+    if args.action == "create" and not 1 <= len(args.name.strip()) <= 200:
         return _fail("a key needs a name of 1 to 200 characters, e.g. billing-service", 2)
 
     async def run(gateway: Gateway) -> int:
         await gateway.store.ensure_schema(migrate=settings.auto_migrate and args.action != "list")
         if args.action == "create":
             plaintext, key = await gateway.create_key(
-                args.name, ["*"], allow_drafts=args.allow_drafts, actor="cli"
+                args.name.strip(), ["*"], allow_drafts=args.allow_drafts, actor="cli"
             )
             _print_json({**key, "key": plaintext})
         elif args.action == "list":
