@@ -150,6 +150,29 @@ def _open_quote(text: str) -> bool:
     return quote is not None
 
 
+def unquoted(text: str) -> str:
+    """The parts of a command outside quotes and comments: what the shell expands."""
+    out: list[str] = []
+    quote = None
+    escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif quote == "'":
+            quote = None if char == "'" else quote
+        elif char == "\\":
+            escaped = True
+        elif quote == '"':
+            quote = None if char == '"' else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (not out or out[-1] in " \n"):
+            break
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 def commands(block: Block) -> list[Command]:
     """A block's commands. In `sh` blocks, comment lines right under a command are its shown
     output; in `console` blocks, `$ ` lines are commands and the lines under them their output."""
@@ -360,6 +383,15 @@ def test_every_readme_command_runs_as_shown(tmp_path: Path, fake: FakeOpenAI) ->
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_every_readme_command_is_safe_to_paste_into_zsh() -> None:
+    """zsh expands `?`, `*` and `[` in an unquoted word, and fails when nothing matches: every
+    URL with a query string must be quoted."""
+    for block in blocks(README.read_text(encoding="utf-8")):
+        for step in commands(block):
+            exposed = unquoted(step.text)
+            assert not set("?*[") & set(exposed), f"README line {step.line}: quote {step.text!r}"
 
 
 def test_commands_are_split_as_a_reader_sees_them() -> None:
