@@ -513,3 +513,16 @@ def test_a_bad_key_request_has_a_title_about_the_request(server: Server) -> None
     # A caller's input that fails the prompt's schema keeps its own problem type.
     with server.consumer() as client:
         assert_problem(client.post("/v1/prompts/echo", json={}), 422, "input_invalid")
+
+
+def test_an_admin_sync_of_a_missing_folder_says_so(make_server: Any, tmp_path: Path) -> None:
+    server = make_server(prompts_dir=tmp_path / "nowhere", sync_on_start=False)
+    report = server.admin.post("/admin/v1/sync")
+    assert report.status_code == 200, report.text
+    assert report.json()["errors"] == [
+        {
+            "file": str(tmp_path / "nowhere"),
+            "detail": f"The prompts folder {tmp_path / 'nowhere'} does not exist; create it or "
+            "set PROMPTAPI_PROMPTS_DIR.",
+        }
+    ]

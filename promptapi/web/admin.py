@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from promptapi import lifecycle
 from promptapi.errors import MalformedRequest, NotFound, RequestInvalid
-from promptapi.gateway import Gateway
+from promptapi.gateway import Gateway, SyncReport
 from promptapi.prompts import NAME_PATTERN
 from promptapi.web import auth, views
 from promptapi.web.http import (
@@ -236,6 +236,14 @@ async def list_models(request: Request) -> Response:
 
 async def sync(request: Request) -> Response:
     gateway = _gateway(request)
+    root = gateway.settings.prompts_dir
+    if not root.is_dir():
+        missing = SyncReport(dry_run=query_bool(request, "dry_run"))
+        detail = (
+            f"The prompts folder {root} does not exist; create it or set PROMPTAPI_PROMPTS_DIR."
+        )
+        missing.errors.append({"file": str(root), "detail": detail})
+        return JSON(missing.as_dict())
     report = await gateway.sync(
         gateway.settings.prompts_dir,
         created_by=ACTOR,
