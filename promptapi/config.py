@@ -44,6 +44,16 @@ class Settings:
     forwarded_allow_ips: str | None = None
     stream_heartbeat: float = 15.0
     catalog: str = "public"
+    # Bounds of every template render (promptapi/sandbox.py) and of every definition check
+    # (promptapi/isolation.py).
+    render_max_output: int = 1024 * 1024
+    render_max_work: int = 8 * 1024 * 1024
+    render_max_iterations: int = 100_000
+    render_max_depth: int = 50
+    render_timeout: float = 0.05
+    check_timeout: float = 10.0
+    check_cpu_seconds: int = 10
+    check_memory_mb: int = 1024
     # OpenAI client conventions, read without the PROMPTAPI_ prefix.
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None

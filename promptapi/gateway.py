@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from promptapi import diff, files, lifecycle
+from promptapi import diff, files, isolation, lifecycle, prompts
 from promptapi.config import Settings
 from promptapi.errors import (
     ConfigError,
@@ -197,6 +197,8 @@ class Gateway:
                 f"not {settings.default_state!r}"
             )
         self.settings = settings
+        prompts.set_render_limits(isolation.render_limits(settings))
+        isolation.configure(isolation.check_limits(settings), isolation.render_limits(settings))
         self.store = store or Store(settings.database_url)
         self.providers = providers or Providers(
             load_models(
@@ -548,6 +550,15 @@ class Gateway:
         )
         return found.accepted(), found.warnings
 
+    async def acheck(
+        self, raw: Any, *, require_version: bool = False, stage: str = PUBLISHED
+    ) -> tuple[dict[str, Any], list[dict[str, str]]]:
+        """`check` off the event loop (the definition itself is checked in the checker
+        process, promptapi/isolation.py)."""
+        return await asyncio.to_thread(
+            self.check, raw, require_version=require_version, stage=stage
+        )
+
     def _initial_state(self, raw: Any) -> str:
         """The state a new version starts in: its own `state`, else PROMPTAPI_DEFAULT_STATE."""
         state = raw.get("state") if isinstance(raw, dict) else None
@@ -581,7 +592,7 @@ class Gateway:
         """Register a version, checked against the policy for the state it starts in. Policy
         warnings are appended to `warnings` when given."""
         state = self._initial_state(raw)
-        definition, found = self.check(raw, stage=state)
+        definition, found = await self.acheck(raw, stage=state)
         if warnings is not None:
             warnings.extend(found)
         async with self._state_lock:
@@ -609,7 +620,9 @@ class Gateway:
                 continue
             try:
                 state = self._initial_state(found.data)
-                definition, warnings = self.check(found.data, require_version=True, stage=state)
+                definition, warnings = await self.acheck(
+                    found.data, require_version=True, stage=state
+                )
                 if warnings:
                     report.warnings.append({"file": where, "warnings": warnings})
                 labels = [str(x) for x in found.data.get("labels") or ()]
@@ -676,7 +689,7 @@ class Gateway:
                 if known is not None
                 else (await self.store.get_version(name, number))["definition"]
             )
-            self.check(definition, stage=PUBLISHED)
+            await self.acheck(definition, stage=PUBLISHED)
         async with self._state_lock:
             row = await self.store.transition(name, number, action, body, actor=actor)
             version = self.registry.add(row)

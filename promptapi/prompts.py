@@ -15,15 +15,22 @@ from typing import Any
 import jinja2
 import jinja2.meta
 import orjson
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from referencing import Registry
 from referencing.exceptions import NoSuchResource, Unresolvable
 
-from promptapi.errors import DefinitionInvalid, InputInvalid, OutputInvalid, RenderFailed
+from promptapi import isolation
+from promptapi.errors import (
+    DefinitionInvalid,
+    InputInvalid,
+    OutputInvalid,
+    RenderFailed,
+    RenderLimitExceeded,
+)
 from promptapi.fastcheck import compile_check
 from promptapi.samples import sample
+from promptapi.sandbox import BoundedEnvironment, Limits, RenderLimit
 
 NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$"
 ROLES = ("system", "user", "assistant")
@@ -154,13 +161,23 @@ def _refuse_remote(uri: str) -> Any:
 
 _NO_REMOTE = Registry(retrieve=_refuse_remote)  # type: ignore[call-arg]
 
-_env = ImmutableSandboxedEnvironment(
+# Templates compile without folding and render within bounds (promptapi/sandbox.py).
+_env = BoundedEnvironment(
     undefined=jinja2.StrictUndefined,
     autoescape=False,
     keep_trailing_newline=True,
     auto_reload=False,
 )
-_env.filters["json"] = lambda value: orjson.dumps(value).decode()
+_env.add_filter("json", lambda value: orjson.dumps(value).decode())
+
+
+def set_render_limits(limits: Limits) -> None:
+    """The bounds every render in this process runs within (PROMPTAPI_RENDER_*)."""
+    _env.limits = limits
+
+
+def render_limits() -> Limits:
+    return _env.limits
 
 
 def pointer(parts: Iterable[Any]) -> str:
@@ -309,7 +326,9 @@ def check_definition(
     raw: Any, *, models: Iterable[str] | None = None, require_version: bool = False
 ) -> dict[str, Any]:
     """Validate a raw definition and return its normalised form, or raise DefinitionInvalid
-    listing every problem."""
+    listing every problem. Runs in the checker process, within its limits (isolation.py)."""
+    if not isolation.in_worker():
+        return isolation.check_definition(raw, models=models, require_version=require_version)
     too_deep = DefinitionInvalid(
         "The definition is nested too deeply.",
         errors=[
@@ -450,6 +469,10 @@ def _dry_render(template: jinja2.Template, inputs: list[tuple[str, Any]]) -> str
             continue
         try:
             template.render(_variables(data))
+        except RenderLimit as exc:
+            return f"rendering with {label} goes past a bound: {exc.message}"
+        except MemoryError:
+            raise  # the checker process reports its memory limit
         except jinja2.UndefinedError as exc:
             hint = (
                 " (guard optional fields with `{% if x is defined %}` or `| default(...)`)"
@@ -543,6 +566,11 @@ class Prompt:
         variables = _variables(data) if isinstance(data, dict) else {"input": data}
         try:
             return [{"role": role, "content": t.render(variables)} for role, t in self._templates]
+        except RenderLimit as exc:
+            raise RenderLimitExceeded(
+                f"Rendering the template with this input goes past a bound: {exc.message}.",
+                limit=exc.setting,
+            ) from None
         except Exception as exc:  # a template can raise anything; the caller gets a 422, not a 500
             raise RenderFailed(f"{type(exc).__name__}: {str(exc)[:300]}") from None
 
