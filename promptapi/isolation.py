@@ -76,13 +76,7 @@ def check_limits(settings: Any) -> CheckLimits:
 
 
 def render_limits(settings: Any) -> Limits:
-    return Limits(
-        max_output=settings.render_max_output,
-        max_work=settings.render_max_work,
-        max_iterations=settings.render_max_iterations,
-        max_depth=settings.render_max_depth,
-        timeout=settings.render_timeout,
-    )
+    return Limits.of(settings)
 
 
 def _overrun(message: str) -> DefinitionInvalid:

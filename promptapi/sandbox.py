@@ -48,6 +48,27 @@ class Limits:
     max_depth: int = 50
     timeout: float = 0.05
 
+    @classmethod
+    def of(cls, settings: Any) -> Limits:
+        return cls(
+            max_output=settings.render_max_output,
+            max_work=settings.render_max_work,
+            max_iterations=settings.render_max_iterations,
+            max_depth=settings.render_max_depth,
+            timeout=settings.render_timeout,
+        )
+
+
+def limits_from_env() -> Limits:
+    """The PROMPTAPI_RENDER_* settings of this process's environment."""
+    from promptapi.config import Settings
+
+    try:
+        settings = Settings.from_env()
+    except ValueError:
+        return Limits()  # the server refuses to start with it; the CLI says so elsewhere
+    return Limits.of(settings)
+
 
 class RenderLimit(Exception):
     """A render went past one of its bounds; `setting` names the bound."""
@@ -77,11 +98,20 @@ class Budget:
         self.work = 0
         self.ops = 0
         self.depth = 0
-        self.deadline = time.perf_counter() + limits.timeout
+        self.deadline = 0.0  # set at the first clock reading: small renders never read it
 
     def op(self) -> None:
         self.ops += 1
-        if not self.ops & 7 and time.perf_counter() > self.deadline:
+        if not self.ops & 31:
+            self.clock()
+
+    def clock(self) -> None:
+        # CPU time of this thread, so a busy machine does not fail a render; the first 32 steps
+        # (each bounded in size) are not timed.
+        now = time.thread_time()
+        if not self.deadline:
+            self.deadline = now + self.limits.timeout
+        elif now > self.deadline:
             raise RenderLimit(
                 f"the render took longer than {self.limits.timeout:g} s ({_TIMEOUT})", _TIMEOUT
             )
@@ -190,10 +220,8 @@ _current: ContextVar[Budget] = ContextVar("promptapi_render_budget")
 
 
 def _budget() -> Budget:
-    try:
-        return _current.get()
-    except LookupError:  # a template used outside `render`: bound each step all the same
-        return Budget(Limits())
+    # A template used outside `render` is bounded step by step all the same.
+    return _current.get(None) or Budget(Limits())
 
 
 # -- the template's own wrappers (names a template cannot spell) --------------------------
@@ -206,8 +234,14 @@ _VALUE = "bounded value"
 
 def _loop(iterable: Any) -> Iterator[Any]:
     budget = _budget()
+    limit = budget.limits.max_iterations
     for item in iterable:
-        budget.iterate()
+        budget.iterations += 1
+        if budget.iterations > limit:
+            budget.iterate(0)
+        budget.ops += 1
+        if not budget.ops & 31:
+            budget.clock()
         yield item
 
 
@@ -220,10 +254,13 @@ def _stringify(budget: Budget, value: Any) -> str:
 
 
 def _out(value: Any, static: int) -> str:
-    budget = _budget()
-    text = _stringify(budget, value)
-    budget.output(len(text) + static)
-    return text
+    budget = _current.get(None) or Budget(Limits())
+    if type(value) is not str:
+        value = _stringify(budget, value)
+    budget.produced += len(value) + static
+    if budget.produced > budget.limits.max_output:
+        budget.output(0)
+    return value
 
 
 def _concat(*parts: Any) -> str:
@@ -262,6 +299,12 @@ class _Bound(jinja2.visitor.NodeTransformer):
         if not charged:
             children.append(_filter(nodes.Const(""), _OUT, nodes.Const(static)))
         node.nodes = children
+        return node
+
+    def visit_FilterBlock(self, node: nodes.FilterBlock) -> nodes.Node:
+        self.generic_visit(node)
+        # {% filter f %}...{% endfilter %} writes f(body) straight out: count it as output
+        node.filter = _filter(node.filter, _OUT, nodes.Const(0))  # type: ignore[arg-type]
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
@@ -646,7 +689,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     def __init__(self, limits: Limits | None = None, **options: Any) -> None:
         options["optimized"] = False
         super().__init__(**options)
-        self.limits = limits or Limits()
+        self.limits = limits or limits_from_env()
         self.globals.pop("lipsum", None)
         self.filters = {name: _bounded_filter(name, f) for name, f in self.filters.items()}
         self.filters.update(
@@ -749,15 +792,8 @@ def render(template: jinja2.Template, variables: Mapping[str, Any], limits: Limi
     budget = Budget(limits)
     token = _current.set(budget)
     try:
-        chunks = template.root_render_func(template.new_context(variables))
-        size = 0
-        parts: list[str] = []
-        for chunk in chunks:
-            size += len(chunk)
-            if size > limits.max_output:
-                budget.output(limits.max_output + 1)
-            parts.append(chunk)
-        return "".join(parts)
+        # Every piece of output, at any depth, is counted as it is produced (`_out`).
+        return "".join(template.root_render_func(template.new_context(variables)))
     except RecursionError:
         raise RenderLimit(
             f"the render nests too deeply (at most {limits.max_depth} macro levels, {_DEPTH})",
