@@ -554,10 +554,14 @@ class Gateway:
         self, raw: Any, *, require_version: bool = False, stage: str = PUBLISHED
     ) -> tuple[dict[str, Any], list[dict[str, str]]]:
         """`check` off the event loop (the definition itself is checked in the checker
-        process, promptapi/isolation.py)."""
-        return await asyncio.to_thread(
-            self.check, raw, require_version=require_version, stage=stage
-        )
+        process, promptapi/isolation.py), its templates compiled there too."""
+
+        def check_and_compile() -> tuple[dict[str, Any], list[dict[str, str]]]:
+            definition, warnings = self.check(raw, require_version=require_version, stage=stage)
+            prompts.precompile(definition)
+            return definition, warnings
+
+        return await asyncio.to_thread(check_and_compile)
 
     def _initial_state(self, raw: Any) -> str:
         """The state a new version starts in: its own `state`, else PROMPTAPI_DEFAULT_STATE."""

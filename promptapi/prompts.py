@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -178,6 +179,32 @@ def set_render_limits(limits: Limits) -> None:
 
 def render_limits() -> Limits:
     return _env.limits
+
+
+# Compiled templates by source. Compiling is linear but not cheap (jinja's code generator runs
+# in Python), so the admin path compiles a new version's templates in a thread (`precompile`)
+# and the registry then finds them here instead of compiling on the event loop.
+_compiled: dict[str, jinja2.Template] = {}
+_compiled_lock = threading.Lock()
+_COMPILED_SOURCE_MAX = 8 * 2**20  # characters of template source kept compiled beyond the registry
+
+
+def compile_template(source: str) -> jinja2.Template:
+    template = _compiled.get(source)
+    if template is None:
+        template = _env.from_string(source)
+        with _compiled_lock:
+            kept = sum(map(len, _compiled))
+            while _compiled and kept + len(source) > _COMPILED_SOURCE_MAX:
+                kept -= len(_compiled.pop(next(iter(_compiled))))
+            _compiled[source] = template
+    return template
+
+
+def precompile(definition: Mapping[str, Any]) -> None:
+    """Compile a checked definition's templates ahead of `Prompt(definition)`."""
+    for message in definition.get("messages") or ():
+        compile_template(message["content"])
 
 
 def pointer(parts: Iterable[Any]) -> str:
@@ -542,7 +569,7 @@ class Prompt:
             _validator(self.output_schema) if self.output_schema is not None else None
         )
         self._templates = [
-            (m["role"], _env.from_string(m["content"])) for m in definition["messages"]
+            (m["role"], compile_template(m["content"])) for m in definition["messages"]
         ]
 
     def validate_input(self, data: Any) -> None:

@@ -10,7 +10,7 @@ render then runs against a `Budget`:
   `replace`, `join`, ...), and after it is built everywhere, against `max_output`; the sizes of
   all values built are summed against `max_work`;
 - the text produced, counting macro, call and set-block bodies, against `max_output`;
-- the wall-clock time, checked at every loop iteration, call, filter and operator.
+- the CPU time, checked every 32 loop iterations, calls, filters and operators.
 
 An overrun raises `RenderLimit`, which names the setting that bounds it.
 """
@@ -113,7 +113,8 @@ class Budget:
             self.deadline = now + self.limits.timeout
         elif now > self.deadline:
             raise RenderLimit(
-                f"the render took longer than {self.limits.timeout:g} s ({_TIMEOUT})", _TIMEOUT
+                f"the render used more than {self.limits.timeout:g} s of CPU time ({_TIMEOUT})",
+                _TIMEOUT,
             )
 
     def iterate(self, count: int = 1) -> None:

@@ -7,19 +7,30 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from promptapi import isolation, prompts
 from promptapi.prompts import content_digest
+from promptapi.sandbox import Limits
 from tests.conftest import Server
 from tests.helpers import assert_problem, sqlite_only
 from tests.hostile import rss_mb, while_responsive
 
 pytestmark = sqlite_only
+
+
+@pytest.fixture(autouse=True)
+def default_limits() -> Iterator[None]:
+    """The limits are per process: leave the defaults behind for the next tests."""
+    yield
+    isolation.configure(isolation.CheckLimits(), Limits())
+    prompts.set_render_limits(Limits())
+
 
 TEXT_SCHEMA = {
     "type": "object",
@@ -352,3 +363,14 @@ def test_a_restart_with_hostile_stored_definitions_stays_fast(
                 server, lambda i=i: consumer.post(f"/v1/prompts/old{i}", json={"text": "x"})
             )
             assert_problem(response, 422, "render_limit")
+
+
+def test_a_long_template_compiles_off_the_event_loop(server: Server) -> None:
+    content = "{{ text }} and {{ input.text|upper }}\n" * 3000
+    started = time.monotonic()
+    response = register(server, definition(content, name="long"))
+    assert response.status_code == 201, response.text
+    assert time.monotonic() - started < 30
+    with server.consumer() as consumer:
+        called = consumer.post("/v1/prompts/long", json={"text": "hi"})
+    assert called.status_code == 200, called.text
