@@ -374,3 +374,36 @@ def test_a_long_template_compiles_off_the_event_loop(server: Server) -> None:
     with server.consumer() as consumer:
         called = consumer.post("/v1/prompts/long", json={"text": "hi"})
     assert called.status_code == 200, called.text
+
+
+def test_lint_checks_files_within_the_bounds(tmp_path: Path, database_url: str) -> None:
+    import subprocess
+    import sys
+
+    folder = tmp_path / "lint-prompts"
+    folder.mkdir()
+    (folder / "boom.yaml").write_text(
+        "name: boom\nversion: 1\ninput_schema: {type: object}\n"
+        "messages:\n  - role: user\n    content: \"{{ 'a' * 10**8 }}{{ 9**(9**9) }}\"\n"
+    )
+    (folder / "slow.yaml").write_text(
+        "name: slow\nversion: 1\ninput_schema: {type: object}\nmessages:\n  - role: user\n"
+        "    content: '{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}"
+        "{% endfor %}'\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMPTAPI_", "OPENAI_"))}
+    env["PROMPTAPI_RENDER_MAX_ITERATIONS"] = "1000"
+    env["PROMPTAPI_DATABASE_URL"] = database_url
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "promptapi", "lint", str(folder)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert time.monotonic() - started < 30
+    assert done.returncode != 0
+    assert "PROMPTAPI_RENDER_MAX_OUTPUT" in done.stdout + done.stderr
+    assert "more than 1000 loop iterations" in done.stdout + done.stderr
