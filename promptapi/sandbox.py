@@ -28,7 +28,7 @@ from typing import Any
 import jinja2
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator
-from jinja2.runtime import LoopContext, Macro
+from jinja2.runtime import BlockReference, LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
 from jinja2.utils import Namespace, pass_environment
 from markupsafe import Markup
@@ -131,7 +131,8 @@ class Budget:
         self.depth += 1
         if self.depth > self.limits.max_depth:
             raise RenderLimit(
-                f"macros or recursive loops nest more than {self.limits.max_depth} deep ({_DEPTH})",
+                f"macros, blocks or recursive loops nest more than {self.limits.max_depth} deep "
+                f"({_DEPTH})",
                 _DEPTH,
             )
 
@@ -527,7 +528,13 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+def _pre_pprint(value: Any, *_: Any) -> int:
+    # pprint indents each nested line by its depth
+    return _budget().weigh(value, "a `pprint` result") * (_depth(value) + 1)
+
+
 _PRECHECKS: dict[str, Callable[..., int]] = {
+    "pprint": _pre_pprint,
     "center": _pre_center,
     "indent": _pre_indent,
     "wordwrap": _pre_wordwrap,
@@ -758,7 +765,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         budget = _budget()
-        if isinstance(__obj, (LoopContext, Macro)):
+        if isinstance(__obj, (LoopContext, Macro, BlockReference)):
             budget.iterate()
             if isinstance(__obj, LoopContext) and args:
                 args = (_loop(args[0]), *args[1:])

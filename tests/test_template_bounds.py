@@ -85,6 +85,11 @@ EXPENSIVE_TEMPLATES = [
     "{% macro f(n) %}{{ f(n + 1) }}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
     "{% macro f(n) %}{% if n < 40 %}{{ f(n + 1) }}{{ f(n + 1) }}{% endif %}{% endmacro %}{{ f(0) }}",
     "{% for x in [1, 2] recursive %}{{ loop([1, 2]) }}{% endfor %}",
+    "{% set ns = namespace(d=0) %}{% block b %}{% set ns.d = ns.d + 1 %}{% if ns.d < 10**6 %}"
+    "{{ self.b() }}{{ self.b() }}{% endif %}{% endblock %}",
+    "{% set ns = namespace(x=range(99999)|list) %}{% for i in range(40) %}"
+    "{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x|pprint }}",
+    "{{ (range(99999)|list)|tojson(indent=99) }}",
     "{% for i in range(99999) %}{{ text * 1000 }}{% endfor %}",
     "{% macro m() %}{% for i in range(99999) %}{{ caller() }}{% endfor %}{% endmacro %}"
     "{% call m() %}{{ 'z' * 100000 }}{% endcall %}",
