@@ -467,7 +467,7 @@ class Gateway:
         record["model_alias"] = prompt.model
         prompt.validate_input(data)
         request = CompletionRequest(
-            messages=prompt.render(data),
+            messages=await prompt.arender(data),
             params=prompt.params,
             output_schema=prompt.output_schema,
             schema_name=prompt.name,

@@ -23,7 +23,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
@@ -147,36 +146,49 @@ class _Worker:
     def run(self, request: dict[str, Any]) -> Any:
         check, _ = _limits()
         with self._lock:
-            process = self._process
-            if process is None or process.poll() is not None or self._memory_mb != check.memory_mb:
-                if process is not None:
-                    self._stop(process)
-                self._process = process = self._start(check)
-            assert process.stdin is not None and process.stdout is not None
-            try:
-                _send(process.stdin, request)
-                deadline = time.monotonic() + check.timeout
-                ready, _, _ = select.select([process.stdout], [], [], check.timeout)
-                if not ready:
-                    raise TimeoutError
-                reply = _receive(process.stdout)
-                if time.monotonic() > deadline + 1:
-                    raise TimeoutError
-            except TimeoutError:
+            # A worker that died while idle (say, killed by the OOM killer) is only noticed
+            # when it is asked again: one more try, with a fresh worker, tells the two apart.
+            for attempt in (1, 2):
+                try:
+                    return self._exchange(request, check)
+                except _Died as died:
+                    if attempt == 2 or died.code == -signal.SIGXCPU:
+                        raise _died(died.code, check) from None
+            raise AssertionError("unreachable")
+
+    def _exchange(self, request: dict[str, Any], check: CheckLimits) -> Any:
+        process = self._process
+        if process is None or process.poll() is not None or self._memory_mb != check.memory_mb:
+            if process is not None:
                 self._stop(process)
-                self._process = None
-                raise _overrun(
-                    f"it took longer than {check.timeout:g} s (PROMPTAPI_CHECK_TIMEOUT)"
-                ) from None
-            except (EOFError, BrokenPipeError, OSError, pickle.UnpicklingError):
-                self._stop(process)
-                self._process = None
-                raise _died(process.returncode, check) from None
-            if reply[0] == "memory":
-                self._stop(process)
-                self._process = None
-                raise _died(-signal.SIGKILL, check)
-            return reply
+            self._process = process = self._start(check)
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            _send(process.stdin, request)
+            ready, _, _ = select.select([process.stdout], [], [], check.timeout)
+            if not ready:
+                raise TimeoutError
+            reply = _receive(process.stdout)
+        except TimeoutError:
+            self._stop(process)
+            self._process = None
+            raise _overrun(
+                f"it took longer than {check.timeout:g} s (PROMPTAPI_CHECK_TIMEOUT)"
+            ) from None
+        except (EOFError, OSError, pickle.UnpicklingError):
+            self._stop(process)
+            self._process = None
+            raise _Died(process.returncode) from None
+        if reply[0] == "memory":
+            self._stop(process)
+            self._process = None
+            raise _died(-signal.SIGKILL, check)
+        return reply
+
+
+class _Died(Exception):
+    def __init__(self, code: int | None) -> None:
+        self.code = code
 
 
 def _died(code: int | None, check: CheckLimits) -> DefinitionInvalid:

@@ -7,6 +7,7 @@ A definition is one plain JSON-compatible dict shared by the admin API, the file
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import threading
@@ -31,7 +32,7 @@ from promptapi.errors import (
 )
 from promptapi.fastcheck import compile_check
 from promptapi.samples import sample
-from promptapi.sandbox import BoundedEnvironment, Limits, RenderLimit
+from promptapi.sandbox import BoundedEnvironment, Limits, RenderLimit, Slow, render_many
 
 NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$"
 ROLES = ("system", "user", "assistant")
@@ -170,6 +171,10 @@ _env = BoundedEnvironment(
     auto_reload=False,
 )
 _env.add_filter("json", lambda value: orjson.dumps(value).decode())
+
+
+# CPU seconds a render may take on the event loop before it is run again in a thread.
+INLINE_RENDER = 0.002
 
 
 def set_render_limits(limits: Limits) -> None:
@@ -537,6 +542,7 @@ class Prompt:
         "_fast_check",
         "_input_validator",
         "_output_validator",
+        "_roles",
         "_templates",
         "definition",
         "description",
@@ -568,9 +574,8 @@ class Prompt:
         self._output_validator = (
             _validator(self.output_schema) if self.output_schema is not None else None
         )
-        self._templates = [
-            (m["role"], compile_template(m["content"])) for m in definition["messages"]
-        ]
+        self._roles = [m["role"] for m in definition["messages"]]
+        self._templates = [compile_template(m["content"]) for m in definition["messages"]]
 
     def validate_input(self, data: Any) -> None:
         if self._fast_check is not None and self._fast_check(data):
@@ -589,17 +594,31 @@ class Prompt:
                 errors=problems,
             )
 
-    def render(self, data: Any) -> list[dict[str, str]]:
+    def render(self, data: Any, *, inline: float = 0.0) -> list[dict[str, str]]:
+        """The messages for `data`, rendered within the render bounds (one budget for all)."""
         variables = _variables(data) if isinstance(data, dict) else {"input": data}
         try:
-            return [{"role": role, "content": t.render(variables)} for role, t in self._templates]
+            texts = render_many(self._templates, variables, _env.limits, inline=inline)
         except RenderLimit as exc:
             raise RenderLimitExceeded(
                 f"Rendering the template with this input goes past a bound: {exc.message}.",
                 limit=exc.setting,
             ) from None
+        except Slow:
+            raise
         except Exception as exc:  # a template can raise anything; the caller gets a 422, not a 500
             raise RenderFailed(f"{type(exc).__name__}: {str(exc)[:300]}") from None
+        return [
+            {"role": role, "content": text} for role, text in zip(self._roles, texts, strict=True)
+        ]
+
+    async def arender(self, data: Any) -> list[dict[str, str]]:
+        """`render` for the event loop: inline while it is quick (nearly always), else again in
+        a thread, so a long render never holds up other requests."""
+        try:
+            return self.render(data, inline=INLINE_RENDER)
+        except Slow:
+            return await asyncio.to_thread(self.render, data)
 
     def parse_output(self, text: str) -> Any:
         if self._output_validator is None:

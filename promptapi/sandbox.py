@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import time
 import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +70,10 @@ def limits_from_env() -> Limits:
     return Limits.of(settings)
 
 
+class Slow(Exception):
+    """An inline render ran past its slice: render again in a thread (`render_many`)."""
+
+
 class RenderLimit(Exception):
     """A render went past one of its bounds; `setting` names the bound."""
 
@@ -89,10 +93,11 @@ _DEPTH = "PROMPTAPI_RENDER_MAX_DEPTH"
 class Budget:
     """What one render may still spend."""
 
-    __slots__ = ("deadline", "depth", "iterations", "limits", "ops", "produced", "work")
+    __slots__ = ("deadline", "depth", "inline", "iterations", "limits", "ops", "produced", "work")
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, inline: float = 0.0) -> None:
         self.limits = limits
+        self.inline = inline
         self.iterations = 0
         self.produced = 0
         self.work = 0
@@ -111,6 +116,10 @@ class Budget:
         now = time.thread_time()
         if not self.deadline:
             self.deadline = now + self.limits.timeout
+            if self.inline:
+                self.inline += now
+        elif self.inline and now > self.inline:
+            raise Slow()
         elif now > self.deadline:
             raise RenderLimit(
                 f"the render used more than {self.limits.timeout:g} s of CPU time ({_TIMEOUT})",
@@ -572,9 +581,12 @@ def _format(value: Any, *args: Any, **kwargs: Any) -> str:
 @pass_environment
 def _join(environment: jinja2.Environment, value: Any, d: Any = "", attribute: Any = None) -> str:
     budget = _budget()
+    separator = _text(d)
+    if attribute is None and type(value) is list and all(type(x) is str for x in value):
+        budget.allow(sum(map(len, value)) + len(separator) * len(value), "a `join` result")
+        return separator.join(value)
     if attribute is not None:
         value = map(jinja2.filters.make_attrgetter(environment, attribute), value)
-    separator = _text(d)
     texts: list[str] = []
     total = 0
     for item in value:
@@ -797,11 +809,27 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
 
 def render(template: jinja2.Template, variables: Mapping[str, Any], limits: Limits) -> str:
     """Render `template` within `limits`; RenderLimit on an overrun."""
-    budget = Budget(limits)
+    return render_many([template], variables, limits)[0]
+
+
+def render_many(
+    templates: Iterable[jinja2.Template],
+    variables: Mapping[str, Any],
+    limits: Limits,
+    *,
+    inline: float = 0.0,
+) -> list[str]:
+    """Render templates with the same variables within one budget; RenderLimit on an overrun.
+    With `inline` (seconds of CPU), give up past it with Slow, so the caller can render again
+    away from the event loop."""
+    budget = Budget(limits, inline if inline < limits.timeout else 0.0)
     token = _current.set(budget)
     try:
         # Every piece of output, at any depth, is counted as it is produced (`_out`).
-        return "".join(template.root_render_func(template.new_context(variables)))
+        return [
+            "".join(t.root_render_func(t.new_context(variables)))  # type: ignore[arg-type]
+            for t in templates
+        ]
     except RecursionError:
         raise RenderLimit(
             f"the render nests too deeply (at most {limits.max_depth} macro levels, {_DEPTH})",
@@ -811,4 +839,13 @@ def render(template: jinja2.Template, variables: Mapping[str, Any], limits: Limi
         _current.reset(token)
 
 
-__all__ = ["MAX_INT_BITS", "BoundedEnvironment", "Budget", "Limits", "RenderLimit", "render"]
+__all__ = [
+    "MAX_INT_BITS",
+    "BoundedEnvironment",
+    "Budget",
+    "Limits",
+    "RenderLimit",
+    "Slow",
+    "render",
+    "render_many",
+]
