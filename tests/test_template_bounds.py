@@ -412,3 +412,23 @@ def test_lint_checks_files_within_the_bounds(tmp_path: Path, database_url: str) 
     assert done.returncode != 0
     assert "PROMPTAPI_RENDER_MAX_OUTPUT" in done.stdout + done.stderr
     assert "more than 1000 loop iterations" in done.stdout + done.stderr
+
+
+def test_a_long_render_runs_off_the_event_loop(
+    make_server: Callable[..., Server], fake: Any
+) -> None:
+    server = make_server(render_timeout=10.0)
+    schema = {
+        "type": "object",
+        "required": ["count"],
+        "properties": {"count": {"type": "integer", "minimum": 0, "maximum": 99999}},
+    }
+    content = "{% for i in range(count) %}{{ (i * 7) % 10 }}{% endfor %}"
+    response = server.admin.post("/admin/v1/prompts", json=definition(content, schema, "long"))
+    assert response.status_code == 201, response.text
+    with server.consumer() as consumer:
+        response = while_responsive(
+            server, lambda: consumer.post("/v1/prompts/long", json={"count": 99999})
+        )
+    assert response.status_code == 200, response.text
+    assert fake.requests[-1]["body"]["messages"][0]["content"][:5] == "07418"
