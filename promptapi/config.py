@@ -61,6 +61,16 @@ class Settings:
     forwarded_allow_ips: str | None = None
     stream_heartbeat: float = 15.0
     catalog: str = "public"
+    # Bounds of every template render (promptapi/sandbox.py) and of every definition check
+    # (promptapi/isolation.py).
+    render_max_output: int = 1024 * 1024
+    render_max_work: int = 8 * 1024 * 1024
+    render_max_iterations: int = 100_000
+    render_max_depth: int = 50
+    render_timeout: float = 0.05
+    check_timeout: float = 10.0
+    check_cpu_seconds: int = 10
+    check_memory_mb: int = 1024
     # OpenAI client conventions, read without the PROMPTAPI_ prefix.
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None
@@ -247,6 +257,14 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "stream_heartbeat": _between(0, 3600, unit=" seconds (0 turns heartbeats off)"),
     "catalog": _one_of(CATALOG_MODES),
     "openai_base_url": check_http_url,
+    "render_max_output": _between(1024, 10**10, unit=" characters"),
+    "render_max_work": _between(1024, 10**12, unit=" characters"),
+    "render_max_iterations": _between(1, 10**12),
+    "render_max_depth": _between(1, 500),
+    "render_timeout": _between(0, 3600, low_open=True, unit=" CPU seconds"),
+    "check_timeout": _between(0, 600, low_open=True, unit=" seconds"),
+    "check_cpu_seconds": _between(1, 600, unit=" CPU seconds"),
+    "check_memory_mb": _between(128, 1 << 20, unit=" MiB"),
 }
 
 

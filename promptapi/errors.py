@@ -202,6 +202,16 @@ class RenderFailed(PromptAPIError):
     description = "The input passed the schema, but the prompt's template failed to render with it."
 
 
+class RenderLimitExceeded(RenderFailed):
+    code = "render_limit"
+    title = "Rendering the template with this input goes past a bound"
+    description = (
+        "The input passed the schema, but rendering the prompt's template with it would take "
+        "more loop iterations, output, work, nesting or time than the server allows; `limit` "
+        "names the setting (PROMPTAPI_RENDER_*)."
+    )
+
+
 class UpstreamError(PromptAPIError):
     status = 502
     code = "upstream_error"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from promptapi import diff, files, lifecycle
+from promptapi import diff, files, isolation, lifecycle, prompts
 from promptapi.config import Settings
 from promptapi.errors import (
     ConfigError,
@@ -197,6 +197,8 @@ class Gateway:
                 f"not {settings.default_state!r}"
             )
         self.settings = settings
+        prompts.set_render_limits(isolation.render_limits(settings))
+        isolation.configure(isolation.check_limits(settings), isolation.render_limits(settings))
         self.store = store or Store(settings.database_url)
         self.providers = providers or Providers(
             load_models(
@@ -466,7 +468,7 @@ class Gateway:
         record["model_alias"] = prompt.model
         prompt.validate_input(data)
         request = CompletionRequest(
-            messages=prompt.render(data),
+            messages=await prompt.arender(data),
             params=prompt.params,
             output_schema=prompt.output_schema,
             schema_name=prompt.name,
@@ -549,6 +551,19 @@ class Gateway:
         )
         return found.accepted(), found.warnings
 
+    async def acheck(
+        self, raw: Any, *, require_version: bool = False, stage: str = PUBLISHED
+    ) -> tuple[dict[str, Any], list[dict[str, str]]]:
+        """`check` off the event loop (the definition itself is checked in the checker
+        process, promptapi/isolation.py), its templates compiled there too."""
+
+        def check_and_compile() -> tuple[dict[str, Any], list[dict[str, str]]]:
+            definition, warnings = self.check(raw, require_version=require_version, stage=stage)
+            prompts.precompile(definition)
+            return definition, warnings
+
+        return await asyncio.to_thread(check_and_compile)
+
     def _initial_state(self, raw: Any) -> str:
         """The state a new version starts in: its own `state`, else PROMPTAPI_DEFAULT_STATE."""
         state = raw.get("state") if isinstance(raw, dict) else None
@@ -582,7 +597,7 @@ class Gateway:
         """Register a version, checked against the policy for the state it starts in. Policy
         warnings are appended to `warnings` when given."""
         state = self._initial_state(raw)
-        definition, found = self.check(raw, stage=state)
+        definition, found = await self.acheck(raw, stage=state)
         if warnings is not None:
             warnings.extend(found)
         async with self._state_lock:
@@ -610,7 +625,9 @@ class Gateway:
                 continue
             try:
                 state = self._initial_state(found.data)
-                definition, warnings = self.check(found.data, require_version=True, stage=state)
+                definition, warnings = await self.acheck(
+                    found.data, require_version=True, stage=state
+                )
                 if warnings:
                     report.warnings.append({"file": where, "warnings": warnings})
                 labels = [str(x) for x in found.data.get("labels") or ()]
@@ -686,7 +703,7 @@ class Gateway:
                 if known is not None
                 else (await self.store.get_version(name, number))["definition"]
             )
-            _, found = self.check(definition, stage=PUBLISHED)
+            _, found = await self.acheck(definition, stage=PUBLISHED)
             if warnings is not None:
                 warnings.extend(found)
         async with self._state_lock:

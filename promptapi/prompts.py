@@ -7,23 +7,32 @@ A definition is one plain JSON-compatible dict shared by the admin API, the file
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jinja2
 import jinja2.meta
 import orjson
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from referencing import Registry
 from referencing.exceptions import NoSuchResource, Unresolvable
 
-from promptapi.errors import DefinitionInvalid, InputInvalid, OutputInvalid, RenderFailed
+from promptapi import isolation
+from promptapi.errors import (
+    DefinitionInvalid,
+    InputInvalid,
+    OutputInvalid,
+    RenderFailed,
+    RenderLimitExceeded,
+)
 from promptapi.fastcheck import compile_check
 from promptapi.samples import sample
+from promptapi.sandbox import BoundedEnvironment, Limits, RenderLimit, Slow, render_many
 
 NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$"
 ROLES = ("system", "user", "assistant")
@@ -154,13 +163,53 @@ def _refuse_remote(uri: str) -> Any:
 
 _NO_REMOTE = Registry(retrieve=_refuse_remote)  # type: ignore[call-arg]
 
-_env = ImmutableSandboxedEnvironment(
+# Templates compile without folding and render within bounds (promptapi/sandbox.py).
+_env = BoundedEnvironment(
     undefined=jinja2.StrictUndefined,
     autoescape=False,
     keep_trailing_newline=True,
     auto_reload=False,
 )
-_env.filters["json"] = lambda value: orjson.dumps(value).decode()
+_env.add_filter("json", lambda value: orjson.dumps(value).decode())
+
+
+# CPU seconds a render may take on the event loop before it is run again in a thread.
+INLINE_RENDER = 0.002
+
+
+def set_render_limits(limits: Limits) -> None:
+    """The bounds every render in this process runs within (PROMPTAPI_RENDER_*)."""
+    _env.limits = limits
+
+
+def render_limits() -> Limits:
+    return _env.limits
+
+
+# Compiled templates by source. Compiling is linear but not cheap (jinja's code generator runs
+# in Python), so the admin path compiles a new version's templates in a thread (`precompile`)
+# and the registry then finds them here instead of compiling on the event loop.
+_compiled: dict[str, jinja2.Template] = {}
+_compiled_lock = threading.Lock()
+_COMPILED_SOURCE_MAX = 8 * 2**20  # characters of template source kept compiled beyond the registry
+
+
+def compile_template(source: str) -> jinja2.Template:
+    template = _compiled.get(source)
+    if template is None:
+        template = _env.from_string(source)
+        with _compiled_lock:
+            kept = sum(map(len, _compiled))
+            while _compiled and kept + len(source) > _COMPILED_SOURCE_MAX:
+                kept -= len(_compiled.pop(next(iter(_compiled))))
+            _compiled[source] = template
+    return template
+
+
+def precompile(definition: Mapping[str, Any]) -> None:
+    """Compile a checked definition's templates ahead of `Prompt(definition)`."""
+    for message in definition.get("messages") or ():
+        compile_template(message["content"])
 
 
 def pointer(parts: Iterable[Any]) -> str:
@@ -309,7 +358,9 @@ def check_definition(
     raw: Any, *, models: Iterable[str] | None = None, require_version: bool = False
 ) -> dict[str, Any]:
     """Validate a raw definition and return its normalised form, or raise DefinitionInvalid
-    listing every problem."""
+    listing every problem. Runs in the checker process, within its limits (isolation.py)."""
+    if not isolation.in_worker():
+        return isolation.check_definition(raw, models=models, require_version=require_version)
     too_deep = DefinitionInvalid(
         "The definition is nested too deeply.",
         errors=[
@@ -452,6 +503,10 @@ def _dry_render(
             continue
         try:
             template.render(_variables(data))
+        except RenderLimit as exc:
+            return f"rendering with {label} goes past a bound: {exc.message}"
+        except MemoryError:
+            raise  # the checker process reports its memory limit
         except jinja2.UndefinedError as exc:
             hint = (
                 " (guard optional fields with `{% if x is defined %}` or `| default(...)`)"
@@ -496,6 +551,7 @@ class Prompt:
         "_fast_check",
         "_input_validator",
         "_output_validator",
+        "_roles",
         "_templates",
         "definition",
         "description",
@@ -527,9 +583,8 @@ class Prompt:
         self._output_validator = (
             _validator(self.output_schema) if self.output_schema is not None else None
         )
-        self._templates = [
-            (m["role"], _env.from_string(m["content"])) for m in definition["messages"]
-        ]
+        self._roles = [m["role"] for m in definition["messages"]]
+        self._templates = [compile_template(m["content"]) for m in definition["messages"]]
 
     def validate_input(self, data: Any) -> None:
         if self._fast_check is not None and self._fast_check(data):
@@ -548,12 +603,31 @@ class Prompt:
                 errors=problems,
             )
 
-    def render(self, data: Any) -> list[dict[str, str]]:
+    def render(self, data: Any, *, inline: float = 0.0) -> list[dict[str, str]]:
+        """The messages for `data`, rendered within the render bounds (one budget for all)."""
         variables = _variables(data) if isinstance(data, dict) else {"input": data}
         try:
-            return [{"role": role, "content": t.render(variables)} for role, t in self._templates]
+            texts = render_many(self._templates, variables, _env.limits, inline=inline)
+        except RenderLimit as exc:
+            raise RenderLimitExceeded(
+                f"Rendering the template with this input goes past a bound: {exc.message}.",
+                limit=exc.setting,
+            ) from None
+        except Slow:
+            raise
         except Exception as exc:  # a template can raise anything; the caller gets a 422, not a 500
             raise RenderFailed(f"{type(exc).__name__}: {str(exc)[:300]}") from None
+        return [
+            {"role": role, "content": text} for role, text in zip(self._roles, texts, strict=True)
+        ]
+
+    async def arender(self, data: Any) -> list[dict[str, str]]:
+        """`render` for the event loop: inline while it is quick (nearly always), else again in
+        a thread, so a long render never holds up other requests."""
+        try:
+            return self.render(data, inline=INLINE_RENDER)
+        except Slow:
+            return await asyncio.to_thread(self.render, data)
 
     def parse_output(self, text: str) -> Any:
         if self._output_validator is None:

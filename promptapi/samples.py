@@ -1,7 +1,9 @@
 """Deterministic sample instances of a JSON Schema.
 
 Used to dry-render templates at registration and by the mock provider. Pure Python: it reads
-schemas as data and never fetches anything.
+schemas as data and never fetches anything. A sample is small whatever the schema asks: strings
+of at most MAX_STRING characters, arrays of at most MAX_ITEMS items, at most MAX_SIZE values
+and characters in all, nested at most MAX_DEPTH deep, numbers near zero when the bounds allow (a dry-render checks the template, not the schema's bounds).
 """
 
 from __future__ import annotations
@@ -22,6 +24,13 @@ _FORMATS = {
 }
 
 
+MAX_STRING = 1_000
+MAX_ITEMS = 100
+MAX_SIZE = 100_000
+MAX_DEPTH = 12
+SMALL_NUMBER = 1_000
+
+
 def sample(schema: Any, *, required_only: bool = False) -> Any:
     """A value that satisfies `schema` in the common cases (objects, arrays, enums, formats,
     bounds, local `$ref`s, combinators)."""
@@ -32,6 +41,7 @@ class _Sampler:
     def __init__(self, root: Any, required_only: bool) -> None:
         self.root = root
         self.required_only = required_only
+        self.left = MAX_SIZE
 
     def resolve(self, ref: str) -> Any:
         node = self.root
@@ -45,8 +55,9 @@ class _Sampler:
     def make(self, schema: Any, depth: int) -> Any:
         if schema is True or not isinstance(schema, dict):
             return None if depth else {}
-        if depth > 12:
+        if depth > MAX_DEPTH or self.left <= 0:
             return None
+        self.left -= 1
         if isinstance(schema.get("$ref"), str) and schema["$ref"].startswith("#"):
             merged = {
                 **self.resolve(schema["$ref"]),
@@ -101,9 +112,9 @@ class _Sampler:
     def _array(self, schema: dict[str, Any], depth: int) -> list[Any]:
         prefix = schema.get("prefixItems") or []
         items = [self.make(s, depth + 1) for s in prefix]
-        minimum = max(int(schema.get("minItems", 1)), len(prefix))
+        minimum = min(max(_count(schema.get("minItems"), 1), len(prefix)), MAX_ITEMS)
         item_schema = schema.get("items", {})
-        while len(items) < minimum and item_schema is not False:
+        while len(items) < minimum and item_schema is not False and self.left > 0:
             items.append(self.make(item_schema, depth + 1))
         if schema.get("uniqueItems") and len(items) > 1:
             items = items[:1]
@@ -111,12 +122,13 @@ class _Sampler:
 
     def _string(self, schema: dict[str, Any], depth: int) -> str:
         text = _FORMATS.get(schema.get("format", ""), "sample")
-        min_len = int(schema.get("minLength", 0))
+        min_len = min(_count(schema.get("minLength"), 0), MAX_STRING, max(self.left, 0))
         max_len = schema.get("maxLength")
         if len(text) < min_len:
             text = text + "x" * (min_len - len(text))
         if isinstance(max_len, int) and len(text) > max_len:
             text = text[:max_len]
+        self.left -= len(text)
         return text
 
     def _number(self, schema: dict[str, Any], depth: int) -> float | int:
@@ -130,6 +142,13 @@ class _Sampler:
             value = high - 1 if "exclusiveMaximum" in schema else high
         else:
             value = 0
+        if abs(value) > SMALL_NUMBER:
+            # A value that drives a loop or a repetition should not make the sample expensive:
+            # the valid value closest to zero.
+            value = max(low, 0) if low is not None and high is None else value
+            value = min(high, 0) if high is not None and low is None else value
+            if low is not None and high is not None:
+                value = min(max(0, low), high)
         return value
 
     def _integer(self, schema: dict[str, Any], depth: int) -> int:
@@ -147,3 +166,10 @@ class _Sampler:
 
     def _none(self, schema: dict[str, Any], depth: int) -> Any:
         return "sample"
+
+
+def _count(value: Any, default: int) -> int:
+    """A schema's minLength / minItems as a count (they are checked elsewhere)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return default
+    return int(value) if value == value and abs(value) != float("inf") else default
