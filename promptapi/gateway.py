@@ -31,7 +31,7 @@ from promptapi.errors import (
 )
 from promptapi.keys import Caller, KeyCache, hash_secret, new_admin_token, new_key
 from promptapi.policy import PUBLISHED, Policy, review
-from promptapi.prompts import Prompt, content_digest
+from promptapi.prompts import Prompt, content_digest, digest
 from promptapi.providers import Completion, CompletionRequest, Providers, StreamDelta, load_models
 from promptapi.providers.router import Route, Router
 from promptapi.registry import Registry, Version
@@ -522,6 +522,7 @@ class Gateway:
         row, created = await self.store.create_version(
             definition,
             content_digest(definition),
+            version_digest=digest,
             created_by=created_by,
             state=state or self.settings.default_state,
             labels=labels,

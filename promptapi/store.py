@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -351,6 +351,7 @@ class Store:
         definition: dict[str, Any],
         content_digest: str,
         *,
+        version_digest: Callable[[dict[str, Any]], str],
         created_by: str | None,
         state: str,
         labels: Iterable[str] = (),
@@ -358,6 +359,10 @@ class Store:
         """Store a version and move `labels` to it, in one transaction with their audit
         records. Returns (stored definition + metadata, created?); the row's `labels_moved`
         lists the labels that changed.
+
+        `content_digest` (the definition without its number) is what the store compares;
+        `version_digest` gives the digest of the stored definition, the one the API shows, for
+        the audit record.
 
         An explicit version that exists with the same content is a no-op; with other content
         it is a Conflict. Without a version, the next number is assigned, unless the newest
@@ -387,10 +392,11 @@ class Store:
                         number = (newest["version"] if newest else 0) + 1
                     created = row is None
                     if row is None:
+                        stored = {**definition, "version": number}
                         row = await self._insert_version(
                             conn,
                             prompt_id,
-                            {**definition, "version": number},
+                            stored,
                             content_digest,
                             state=state,
                             created_by=created_by,
@@ -401,7 +407,11 @@ class Store:
                             "prompt.create" if new_prompt else "version.create",
                             f"{name}@{number}",
                             prompt=name,
-                            after={"version": number, "state": state, "digest": content_digest},
+                            after={
+                                "version": number,
+                                "state": state,
+                                "digest": version_digest(stored),
+                            },
                         )
                     moved = []
                     for label in labels:
