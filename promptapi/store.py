@@ -36,6 +36,7 @@ from sqlalchemy import (
     false,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import (
@@ -51,6 +52,9 @@ from promptapi import lifecycle
 from promptapi.errors import ConfigError, Conflict, InputInvalid, NotFound
 
 log = logging.getLogger("promptapi.store")
+
+# The PostgreSQL advisory lock that serialises migrations across processes (any fixed key).
+MIGRATION_LOCK = int.from_bytes(b"promptap", "big") >> 1
 
 metadata = MetaData(
     naming_convention={
@@ -278,25 +282,30 @@ class Store:
     async def upgrade(self, target: str = "head") -> None:
         from alembic import command
 
-        cfg = self._alembic_config()
-
-        def run(sync_conn: Any) -> None:
-            cfg.attributes["connection"] = sync_conn
-            command.upgrade(cfg, target)
-
-        async with self.transaction() as conn:
-            await conn.run_sync(run)
+        await self._migrate(lambda cfg: command.upgrade(cfg, target))
 
     async def downgrade(self, target: str) -> None:
         from alembic import command
 
+        await self._migrate(lambda cfg: command.downgrade(cfg, target))
+
+    async def _migrate(self, step: Callable[[Any], None]) -> None:
+        """Run an alembic command in one transaction, one process at a time: replicas started
+        together on a new database take turns, and each later one finds the schema at the
+        revision the first left it (alembic reads it under the lock) and does nothing.
+        PostgreSQL: a transaction-scoped advisory lock, released at commit or when the
+        connection drops. SQLite: the transaction itself (BEGIN IMMEDIATE) is the lock."""
         cfg = self._alembic_config()
 
         def run(sync_conn: Any) -> None:
             cfg.attributes["connection"] = sync_conn
-            command.downgrade(cfg, target)
+            step(cfg)
 
         async with self.transaction() as conn:
+            if not self.is_sqlite:
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                )
             await conn.run_sync(run)
 
     async def schema_revision(self) -> tuple[str | None, str | None]:

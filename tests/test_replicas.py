@@ -1,0 +1,95 @@
+"""Several replicas on one database: started together on a new database (migrations take
+turns), and a key or prompt created through one replica working on every other one at once."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_TOKEN, _pg_execute, _pg_url
+from tests.helpers import query
+from tests.test_database import clean_env
+from tests.test_files import EXAMPLES_DIR
+
+REPLICAS = 4
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def new_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database nobody has migrated yet."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'new.db'}"
+        return
+    admin_url = request.getfixturevalue("postgres_admin_url")
+    name = f"promptapi_new_{secrets.token_hex(6)}"
+    _pg_execute(admin_url, f"CREATE DATABASE {name}")
+    yield _pg_url(admin_url, name)
+    _pg_execute(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_replicas_started_together_on_a_new_database_all_come_up(new_database, tmp_path):
+    ports = [free_port() for _ in range(REPLICAS)]
+    env = clean_env(
+        new_database,
+        PROMPTAPI_ADMIN_TOKEN=ADMIN_TOKEN,
+        PROMPTAPI_PROMPTS_DIR=str(EXAMPLES_DIR),  # the start-up sync races too
+    )
+    replicas = [
+        subprocess.Popen(
+            [sys.executable, "-m", "promptapi", "serve", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for port in ports
+    ]
+    try:
+        up: set[int] = set()
+        deadline = time.monotonic() + 90
+        while len(up) < REPLICAS and time.monotonic() < deadline:
+            for port, replica in zip(ports, replicas, strict=True):
+                if port in up:
+                    continue
+                if replica.poll() is not None:
+                    output = replica.communicate()[1]
+                    pytest.fail(f"a replica exited with {replica.returncode}:\n{output}")
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).is_success:
+                        up.add(port)
+                except httpx.TransportError:
+                    pass
+            time.sleep(0.1)
+        assert len(up) == REPLICAS, f"{REPLICAS - len(up)} replicas did not come up within 90 s"
+        for port in ports:
+            listed = httpx.get(
+                f"http://127.0.0.1:{port}/admin/v1/prompts",
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                timeout=10,
+            )
+            assert listed.status_code == 200
+            assert len(listed.json()["prompts"]) == len(list(EXAMPLES_DIR.glob("*/*.yaml")))
+    finally:
+        for replica in replicas:
+            if replica.poll() is None:
+                replica.terminate()
+        errors = [replica.communicate(timeout=30)[1] for replica in replicas]
+    assert not any("Traceback" in e for e in errors), "\n".join(errors)
+    assert len(query(new_database, "SELECT version_num FROM alembic_version")) == 1
+    stored = query(new_database, "SELECT count(*) FROM prompt_versions")[0][0]
+    assert stored == len(list(EXAMPLES_DIR.glob("*/*.yaml")))
