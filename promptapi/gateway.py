@@ -41,7 +41,11 @@ from promptapi.usage import Recorder
 log = logging.getLogger("promptapi")
 
 ADMIN_TOKEN_META = "admin_token_hash"
-MISS_REFRESH_INTERVAL = 0.1
+# At least this long between the starts of two refreshes triggered by misses, so a flood of bad
+# keys costs the database at most a few dozen cheap revision checks a second.
+MISS_REFRESH_GAP = 0.02
+# How long shutdown waits for a refresh in flight before cancelling it.
+REFRESH_STOP_WAIT = 10.0
 
 
 @dataclass(slots=True)
@@ -217,10 +221,16 @@ class Gateway:
         )
         self._revision = -1
         self._refresher: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        # Refreshes run one at a time, in order: `_refreshes_started` numbers them as they
+        # begin, `_refreshes_done` counts the ones finished (so the newest finished one).
+        self._refreshing: asyncio.Task[None] | None = None
+        self._refreshes_started = 0
+        self._refreshes_done = 0
+        self._last_refresh_start = -MISS_REFRESH_GAP
         # A refresh must not interleave with this process's own key writes: it could put back a
         # key revoked a moment ago, or drop one just created.
         self._state_lock = asyncio.Lock()
-        self._last_miss_refresh = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -257,9 +267,18 @@ class Gateway:
             )
 
     async def aclose(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            await asyncio.gather(self._refresher, return_exceptions=True)
+        # Stop the refresh loop between refreshes, never in the middle of one: a task cancelled
+        # mid-transaction leaves its connection to be closed later, and if the event loop ends
+        # first, the connection stays open, holding its transaction (on SQLite: the write lock
+        # that the next process, e.g. a CLI command, then waits for in vain).
+        self._stopping.set()
+        for task in (self._refresher, self._refreshing):
+            if task is not None and not task.done():
+                try:
+                    await asyncio.wait_for(asyncio.shield(task), REFRESH_STOP_WAIT)
+                except (TimeoutError, Exception):
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
         await self.recorder.aclose()
         await self.providers.aclose()
         await self.store.aclose()
@@ -322,24 +341,42 @@ class Gateway:
                     self.keys.set_admin_hash(stored)
             return True
 
-    async def refresh_on_miss(self) -> bool:
+    async def refresh_on_miss(self) -> None:
         """An unknown key or prompt may have been created a moment ago by another process:
-        catch up now rather than at the next refresh. At most once per MISS_REFRESH_INTERVAL, so
-        a flood of bad keys costs the database at most a few cheap queries a second."""
-        now_ = time.monotonic()
-        if now_ - self._last_miss_refresh < MISS_REFRESH_INTERVAL:
-            return False
-        self._last_miss_refresh = now_
+        wait for a refresh that starts after now (joining the next one if others are waiting
+        too), so a write that committed before this miss is seen. One refresh at a time, and
+        their starts at least MISS_REFRESH_GAP apart: a flood of misses shares them instead of
+        multiplying them, and cannot starve a real miss, which waits for at most the refresh
+        in flight and the next one."""
+        wanted = self._refreshes_started + 1
+        while self._refreshes_done < wanted:
+            await asyncio.shield(self._shared_refresh())
+
+    def _shared_refresh(self) -> asyncio.Task[None]:
+        """The refresh in flight or about to start, else a new one."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.create_task(self._refresh_once(), name="promptapi-refresh")
+        return self._refreshing
+
+    async def _refresh_once(self) -> None:
+        # Runs as its own task, so a caller that goes away never cancels it mid-transaction.
+        wait = self._last_refresh_start + MISS_REFRESH_GAP - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._refreshes_started += 1
+        self._last_refresh_start = time.monotonic()
         try:
-            return await self.refresh()
+            await self.refresh()
         except Exception:
             log.exception("refreshing from the database failed; serving what is in memory")
-            return False
+        finally:
+            self._refreshes_done += 1
 
     async def caller(self, token: str) -> Caller | None:
         """The consumer (or admin) a bearer token belongs to, or None."""
         found = self.keys.check(token)
-        if found is None and await self.refresh_on_miss():
+        if found is None:
+            await self.refresh_on_miss()
             found = self.keys.check(token)
         return found
 
@@ -349,17 +386,15 @@ class Gateway:
         try:
             return self.registry.lookup(name, version, label=label, drafts=drafts).prompt
         except NotFound:
-            if not await self.refresh_on_miss():
-                raise
+            await self.refresh_on_miss()
         return self.registry.lookup(name, version, label=label, drafts=drafts).prompt
 
     async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.refresh_interval)
-            try:
-                await self.refresh()
-            except Exception:
-                log.exception("refreshing from the database failed; serving what is in memory")
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.refresh_interval)
+                return
+            await asyncio.shield(self._shared_refresh())
 
     # -- the call pipeline ----------------------------------------------------------------
 

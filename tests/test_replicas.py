@@ -3,8 +3,10 @@ turns), and a key or prompt created through one replica working on every other o
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,12 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, _pg_execute, _pg_url
+from promptapi.config import Settings
+from tests.conftest import ADMIN_TOKEN, Server, _pg_execute, _pg_url
 from tests.helpers import query
 from tests.test_database import clean_env
 from tests.test_files import EXAMPLES_DIR
 
 REPLICAS = 4
+STOPS = 10
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -93,3 +97,26 @@ def test_replicas_started_together_on_a_new_database_all_come_up(new_database, t
     assert len(query(new_database, "SELECT version_num FROM alembic_version")) == 1
     stored = query(new_database, "SELECT count(*) FROM prompt_versions")[0][0]
     assert stored == len(list(EXAMPLES_DIR.glob("*/*.yaml")))
+
+
+def test_a_stopped_server_leaves_no_sqlite_lock_behind(tmp_path):
+    """A server stopping while its refresh loop is mid-transaction used to leave that connection
+    open with its write lock, and the next process (a CLI command) failed with "database is
+    locked". Refreshing every millisecond puts the loop mid-transaction at almost every stop."""
+    url = f"sqlite:///{tmp_path / 'promptapi.db'}"
+    (tmp_path / "prompts").mkdir()
+    settings = Settings(
+        database_url=url,
+        prompts_dir=tmp_path / "prompts",
+        admin_token=ADMIN_TOKEN,
+        refresh_interval=0.001,
+    )
+    for _ in range(STOPS):
+        server = Server(settings).start()
+        time.sleep(0.05)
+        server.stop()
+        with contextlib.closing(
+            sqlite3.connect(tmp_path / "promptapi.db", timeout=2, isolation_level=None)
+        ) as conn:
+            conn.execute("BEGIN IMMEDIATE")  # "database is locked" after 2 s if a lock leaked
+            conn.execute("COMMIT")
