@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,13 +18,15 @@ import httpx
 import pytest
 
 from promptapi.config import Settings
-from tests.conftest import ADMIN_TOKEN, Server, _pg_execute, _pg_url
+from tests.conftest import ADMIN_TOKEN, ECHO, Server, _pg_execute, _pg_url
 from tests.helpers import query
 from tests.test_database import clean_env
 from tests.test_files import EXAMPLES_DIR
 
 REPLICAS = 4
 STOPS = 10
+ROUNDS = 20
+FLOOD_RATE = 20  # bad-key requests a second
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -120,3 +123,44 @@ def test_a_stopped_server_leaves_no_sqlite_lock_behind(tmp_path):
         ) as conn:
             conn.execute("BEGIN IMMEDIATE")  # "database is locked" after 2 s if a lock leaked
             conn.execute("COMMIT")
+
+
+def test_keys_and_prompts_made_on_one_replica_work_on_another_at_once(make_server, fake):
+    """Create on A, call B at once: never a 404 or 401, not even right after B checked for
+    changes, nor while bad keys flood B (each of which also makes B check)."""
+    a = make_server(refresh_interval=0.2)
+    b = make_server(refresh_interval=0.2)
+    stop = threading.Event()
+    flooded: list[int] = []
+
+    def flood() -> None:
+        with httpx.Client(base_url=b.url, timeout=10) as bad:
+            for i in range(FLOOD_RATE * 60):  # bounded: at most a minute
+                if stop.is_set():
+                    return
+                headers = {"Authorization": f"Bearer pk_bad_{i}"}
+                flooded.append(bad.post("/v1/prompts/echo", json={}, headers=headers).status_code)
+                time.sleep(1 / FLOOD_RATE)
+
+    flooder = threading.Thread(target=flood, daemon=True)
+    flooder.start()
+    try:
+        with httpx.Client(base_url=b.url, timeout=10) as on_b:
+            for round_ in range(ROUNDS):
+                # B has just checked for changes (a miss makes it check) when A writes.
+                on_b.post("/v1/prompts/echo", headers={"Authorization": "Bearer pk_just_now"})
+                key = a.admin.post("/admin/v1/keys", json={"name": f"k{round_}"})
+                name = f"made-on-a-{round_}"
+                made = a.admin.post("/admin/v1/prompts", json={**ECHO, "name": name})
+                assert (key.status_code, made.status_code) == (201, 201)
+                answer = on_b.post(
+                    f"/v1/prompts/{name}",
+                    json={"text": "now"},
+                    headers={"Authorization": f"Bearer {key.json()['key']}"},
+                )
+                assert answer.status_code == 200, (round_, answer.text)
+                assert answer.json()["prompt"]["name"] == name
+    finally:
+        stop.set()
+        flooder.join(10)
+    assert flooded and set(flooded) == {401}
