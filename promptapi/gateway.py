@@ -56,6 +56,7 @@ class SyncReport:
     warnings: list[dict[str, Any]] = field(default_factory=list)
     dry_run: bool = False
     labels: list[str] = field(default_factory=list)
+    states: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,7 +66,23 @@ class SyncReport:
             "warnings": self.warnings,
             "dry_run": self.dry_run,
             "labels": self.labels,
+            "states": self.states,
         }
+
+
+# The order a version's lifecycle moves in. A file's `state` moves a stored version forward along
+# it (never back), with the actions the admin API would use.
+_ORDER = {state: rank for rank, state in enumerate(lifecycle.STATES)}
+
+
+def _forward(current: str, target: str | None) -> list[str]:
+    """The lifecycle actions that take a version from `current` forward to `target`."""
+    if target is None or _ORDER[target] <= _ORDER[current]:
+        return []
+    if target == lifecycle.RETIRED:
+        return ["retire"]
+    steps = ["publish"] if current == lifecycle.DRAFT else []
+    return steps + (["deprecate"] if target == lifecycle.DEPRECATED else [])
 
 
 def _call_id() -> str:
@@ -585,8 +602,14 @@ class Gateway:
         return found.accepted(), found.warnings
 
     def _initial_state(self, raw: Any) -> str:
-        """The state a new version starts in: its own `state`, else PROMPTAPI_DEFAULT_STATE."""
+        """The state a new version starts in: its own `state`, else PROMPTAPI_DEFAULT_STATE. A
+        file's deprecated version starts published and a retired one as a draft; sync then
+        moves them on."""
         state = raw.get("state") if isinstance(raw, dict) else None
+        if state == lifecycle.DEPRECATED:
+            return lifecycle.PUBLISHED
+        if state == lifecycle.RETIRED:
+            return lifecycle.DRAFT
         return state if state in lifecycle.INITIAL_STATES else self.settings.default_state
 
     async def _would_store(
@@ -617,6 +640,20 @@ class Gateway:
         """Register a version, checked against the policy for the state it starts in. Policy
         warnings are appended to `warnings` when given."""
         state = self._initial_state(raw)
+        if isinstance(raw, dict) and raw.get("state") not in (None, *lifecycle.INITIAL_STATES):
+            # Only files may name a later state (sync moves the version there); through the
+            # API, deprecate and retire are actions of their own.
+            problem = {
+                "path": "/state",
+                "message": "a new version starts as draft or published; deprecate and retire "
+                "it with POST .../versions/{version}/deprecate or /retire",
+            }
+            try:
+                self.check(raw, stage=state)
+            except DefinitionInvalid as exc:
+                exc.errors = sorted([*(exc.errors or []), problem], key=lambda e: e["path"])
+                raise
+            raise DefinitionInvalid("The definition has 1 problem.", errors=[problem])
         definition, found = self.check(raw, stage=state)
         if warnings is not None:
             warnings.extend(found)
@@ -631,11 +668,14 @@ class Gateway:
     async def sync(
         self, root: Path, *, created_by: str = "sync", dry_run: bool = False
     ) -> SyncReport:
-        """Store new versions from the prompt files under `root` and move the labels they
-        declare. With `dry_run`, report what would be created, unchanged or refused without
-        writing anything (label moves are not predicted)."""
+        """Store new versions from the prompt files under `root`, move the labels they declare
+        and move each version forward to the `state` its file names (publish, deprecate,
+        retire; never back). Retirements come last, once every label has moved. With
+        `dry_run`, report what would be created, unchanged or refused without writing anything
+        (label moves and state changes are not predicted)."""
         report = SyncReport(dry_run=dry_run)
         planned: dict[tuple[str, int], str] = {}
+        retiring: list[tuple[str, str, int, str]] = []
         found_files = files.read_all(root)
         clashes = _label_clashes(found_files)
         for found in found_files:
@@ -665,9 +705,21 @@ class Gateway:
                 if dry_run:
                     row, created = await self._would_store(definition, planned)
                 else:
+                    target = found.data.get("state")
+                    # A stored version moves forward first, so the labels it declares may
+                    # point at it (e.g. production at a draft the file publishes).
+                    stored = await self._stored_state(definition)
+                    if stored is not None:
+                        await self._move_forward(
+                            where, definition, stored, target, created_by, report, retiring
+                        )
                     async with self._state_lock:
                         row, created = await self._store(
                             definition, created_by, state=state, labels=labels
+                        )
+                    if stored is None:
+                        await self._move_forward(
+                            where, definition, row["state"], target, created_by, report, retiring
                         )
             except Conflict as exc:
                 detail = exc.detail
@@ -686,7 +738,14 @@ class Gateway:
             (report.created if created else report.unchanged).append(label)
             for moved in row.get("labels_moved", ()):
                 report.labels.append(f"{row['name']}:{moved['label']} -> {moved['to']}")
-        if not dry_run and (report.created or report.labels or report.errors):
+        for where, name, number, before in retiring:
+            try:
+                await self.transition(name, number, "retire", {}, actor=created_by)
+            except Conflict as exc:
+                report.errors.append({"file": where, "detail": exc.detail})
+            else:
+                report.states.append(f"{name}@{number}: {before} -> retired")
+        if not dry_run and (report.created or report.labels or report.states or report.errors):
             await self.store.audit(
                 created_by,
                 "sync.run",
@@ -695,9 +754,44 @@ class Gateway:
                     "created": report.created,
                     "labels": report.labels,
                     "errors": len(report.errors),
+                    **({"states": report.states} if report.states else {}),
                 },
             )
         return report
+
+    async def _stored_state(self, definition: dict[str, Any]) -> str | None:
+        """The stored state of the version a file defines, None when it is new. Conflict when
+        it is stored with other content (before anything moves)."""
+        try:
+            row = await self.store.get_version(definition["name"], definition["version"])
+        except NotFound:
+            return None
+        if row["digest"] != content_digest(definition):
+            raise Conflict(f"{definition['name']} version {definition['version']} differs")
+        return str(row["state"])
+
+    async def _move_forward(
+        self,
+        where: str,
+        definition: dict[str, Any],
+        current: str,
+        target: Any,
+        actor: str,
+        report: SyncReport,
+        retiring: list[tuple[str, str, int, str]],
+    ) -> None:
+        """Apply the actions that take a version forward to the state its file names; a
+        retirement is queued for the end of the sync."""
+        name, number = definition["name"], definition["version"]
+        if target not in lifecycle.STATES:
+            return
+        for action in _forward(current, target):
+            if action == "retire":
+                retiring.append((where, name, number, current))
+                continue
+            before = current
+            current = (await self.transition(name, number, action, {}, actor=actor)).state
+            report.states.append(f"{name}@{number}: {before} -> {current}")
 
     # -- lifecycle and labels -------------------------------------------------------------
 

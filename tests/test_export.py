@@ -122,7 +122,7 @@ def test_export_then_sync_round_trip(
     text = (out / "tricky" / "1.yaml").read_text()
     assert [line.split(":")[0] for line in text.splitlines() if line[:1].isalpha()] == [
         "name", "version", "description", "model", "params", "input_schema",
-        "output_schema", "messages", "examples",
+        "output_schema", "messages", "examples", "state",
     ]  # fmt: skip
     assert "content: |" in text
     assert yaml.safe_load(text)["messages"] == TRICKY["messages"]
@@ -147,9 +147,14 @@ def test_export_keeps_hand_written_files_and_refuses_to_overwrite_changed_ones(
     prompts = tmp_path / "prompts"
     handwritten = write(prompts / "greet.yaml", "# reviewed in PR 12\n" + greet_yaml())
     make_server()  # syncs greet@1 from prompts/greet.yaml at start
+    # The file does not say its state: export adds that line and leaves the rest alone.
+    assert cli(monkeypatch, database_url, "export", str(prompts)) == 0
+    assert f"written    {handwritten}" in capsys.readouterr().out
+    text = handwritten.read_text()
+    assert text == "# reviewed in PR 12\n" + greet_yaml().rstrip("\n") + "\nstate: published\n"
     assert cli(monkeypatch, database_url, "export", str(prompts)) == 0
     assert "0 written, 1 unchanged, 0 conflicts" in capsys.readouterr().out
-    assert handwritten.read_text().startswith("# reviewed in PR 12\n")
+    assert handwritten.read_text() == text
     assert not (prompts / "greet").exists()
 
     handwritten.write_text(greet_yaml(greeting="Wave at"))
