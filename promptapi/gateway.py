@@ -675,7 +675,7 @@ class Gateway:
         (label moves and state changes are not predicted)."""
         report = SyncReport(dry_run=dry_run)
         planned: dict[tuple[str, int], str] = {}
-        retiring: list[tuple[str, str, int, str]] = []
+        later: list[tuple[str, str, int, str, str]] = []
         found_files = files.read_all(root)
         clashes = _label_clashes(found_files)
         for found in found_files:
@@ -711,7 +711,7 @@ class Gateway:
                     stored = await self._stored_state(definition)
                     if stored is not None:
                         await self._move_forward(
-                            where, definition, stored, target, created_by, report, retiring
+                            where, definition, stored, target, created_by, report, later
                         )
                     async with self._state_lock:
                         row, created = await self._store(
@@ -719,7 +719,7 @@ class Gateway:
                         )
                     if stored is None:
                         await self._move_forward(
-                            where, definition, row["state"], target, created_by, report, retiring
+                            where, definition, row["state"], target, created_by, report, later
                         )
             except Conflict as exc:
                 detail = exc.detail
@@ -738,13 +738,20 @@ class Gateway:
             (report.created if created else report.unchanged).append(label)
             for moved in row.get("labels_moved", ()):
                 report.labels.append(f"{row['name']}:{moved['label']} -> {moved['to']}")
-        for where, name, number, before in retiring:
-            try:
-                await self.transition(name, number, "retire", {}, actor=created_by)
-            except Conflict as exc:
-                report.errors.append({"file": where, "detail": exc.detail})
-            else:
-                report.states.append(f"{name}@{number}: {before} -> retired")
+        # Deprecations once every file's version exists (the default successor is then the
+        # newest published one), retirements once every label has moved.
+        for step in ("deprecate", "retire"):
+            for where, name, number, before, action in later:
+                if action != step:
+                    continue
+                try:
+                    after = (
+                        await self.transition(name, number, action, {}, actor=created_by)
+                    ).state
+                except Conflict as exc:
+                    report.errors.append({"file": where, "detail": exc.detail})
+                else:
+                    report.states.append(f"{name}@{number}: {before} -> {after}")
         if not dry_run and (report.created or report.labels or report.states or report.errors):
             await self.store.audit(
                 created_by,
@@ -778,16 +785,16 @@ class Gateway:
         target: Any,
         actor: str,
         report: SyncReport,
-        retiring: list[tuple[str, str, int, str]],
+        later: list[tuple[str, str, int, str, str]],
     ) -> None:
-        """Apply the actions that take a version forward to the state its file names; a
-        retirement is queued for the end of the sync."""
+        """Take a version forward to the state its file names: publish now (labels may need
+        it), deprecate and retire at the end of the sync (`later`)."""
         name, number = definition["name"], definition["version"]
         if target not in lifecycle.STATES:
             return
         for action in _forward(current, target):
-            if action == "retire":
-                retiring.append((where, name, number, current))
+            if action != "publish":
+                later.append((where, name, number, current, action))
                 continue
             before = current
             current = (await self.transition(name, number, action, {}, actor=actor)).state

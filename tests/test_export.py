@@ -382,7 +382,10 @@ def served(server) -> dict[str, Any]:
                 answer = client.post(f"/v1/prompts/{name}?label={label}", json={"text": "x"})
                 by_label[label] = (answer.status_code, answer.json().get("prompt"))
             seen[name] = {
-                "versions": [(v["version"], v["state"], v["digest"]) for v in detail["versions"]],
+                "versions": [
+                    (v["version"], v["state"], v["digest"], v["successor"], v["sunset"])
+                    for v in detail["versions"]
+                ],
                 "labels": detail["labels"],
                 "unpinned": (call.status_code, call.json().get("prompt")),
                 "by_label": by_label,
