@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
 from sqlalchemy import (
@@ -52,6 +53,10 @@ from promptapi import lifecycle
 from promptapi.errors import ConfigError, Conflict, InputInvalid, NotFound
 
 log = logging.getLogger("promptapi.store")
+
+# How long closing the store waits for database work whose caller was cancelled.
+CLOSE_WAIT = 10.0
+P = ParamSpec("P")
 
 # The PostgreSQL advisory lock that serialises migrations across processes (any fixed key).
 MIGRATION_LOCK = int.from_bytes(b"promptap", "big") >> 1
@@ -237,8 +242,8 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
         # writers queue on busy_timeout instead of failing with "database is locked".
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
@@ -246,6 +251,28 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+T = TypeVar("T")
+
+
+def _completes(
+    method: Callable[Concatenate[Store, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[Store, P], Coroutine[Any, Any, T]]:
+    """Once started, the database work runs to its end (commit or rollback) even when the
+    caller is cancelled (a client that went away, a task stopped at shutdown); the caller
+    gets its CancelledError at once. Cancelled mid-transaction, a SQLite connection is torn
+    down from under its driver thread and can stay open holding its transaction: the write
+    lock every other process and task then waits for, and fails on ("database is locked")."""
+
+    @functools.wraps(method)
+    async def run(self: Store, *args: P.args, **kwargs: P.kwargs) -> T:
+        task = asyncio.ensure_future(method(self, *args, **kwargs))
+        self._work.add(task)
+        task.add_done_callback(self._finished)
+        return await asyncio.shield(task)
+
+    return run
 
 
 class Store:
@@ -256,8 +283,17 @@ class Store:
         # One writer at a time within this process on SQLite; other processes wait on busy_timeout.
         self._lock = asyncio.Lock() if self.is_sqlite else None
         self._insert_calls_sql: str | None = None
+        self._work: set[asyncio.Future[Any]] = set()
+
+    def _finished(self, task: asyncio.Future[Any]) -> None:
+        self._work.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller may have gone away
 
     async def aclose(self) -> None:
+        """Close every connection, once work still running (its caller cancelled) is done."""
+        if self._work:
+            await asyncio.wait(list(self._work), timeout=CLOSE_WAIT)
         await self.engine.dispose()
 
     @contextlib.asynccontextmanager
@@ -279,11 +315,13 @@ class Store:
         cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         return cfg
 
+    @_completes
     async def upgrade(self, target: str = "head") -> None:
         from alembic import command
 
         await self._migrate(lambda cfg: command.upgrade(cfg, target))
 
+    @_completes
     async def downgrade(self, target: str) -> None:
         from alembic import command
 
@@ -308,6 +346,7 @@ class Store:
                 )
             await conn.run_sync(run)
 
+    @_completes
     async def schema_revision(self) -> tuple[str | None, str | None]:
         """(current revision in the database, head revision of the code)."""
         from alembic.runtime.migration import MigrationContext
@@ -342,6 +381,7 @@ class Store:
 
     # -- revision: how other processes learn that something changed -----------------------
 
+    @_completes
     async def revision(self) -> int:
         async with self.transaction() as conn:
             value = await conn.scalar(select(revision.c.value).where(revision.c.id == 1))
@@ -355,6 +395,7 @@ class Store:
 
     # -- prompt versions ------------------------------------------------------------------
 
+    @_completes
     async def create_version(
         self,
         definition: dict[str, Any],
@@ -564,10 +605,12 @@ class Store:
         ).first()
         return self._version_dict(row) if row else None
 
+    @_completes
     async def versions_after(self, row_id: int) -> list[dict[str, Any]]:
         """Every stored version with a row id above `row_id`, oldest first."""
         return await self._versions_where(prompt_versions.c.id > row_id)
 
+    @_completes
     async def versions_by_ids(self, row_ids: list[int]) -> list[dict[str, Any]]:
         """The stored versions with these row ids, oldest first."""
         return await self._versions_where(prompt_versions.c.id.in_(row_ids))
@@ -579,6 +622,7 @@ class Store:
             )
             return [self._version_dict(r) for r in rows]
 
+    @_completes
     async def get_version(self, name: str, number: int) -> dict[str, Any]:
         async with self.transaction() as conn:
             row = (
@@ -594,6 +638,7 @@ class Store:
 
     # -- lifecycle and labels -------------------------------------------------------------
 
+    @_completes
     async def transition(
         self, name: str, number: int, action: str, body: dict[str, Any], *, actor: str
     ) -> dict[str, Any]:
@@ -705,6 +750,7 @@ class Store:
         )
         return {"label": label, "from": previous, "to": number}
 
+    @_completes
     async def set_label(self, name: str, label: str, number: int, *, actor: str) -> dict[str, Any]:
         async with self.transaction() as conn:
             prompt_id = await self._existing_prompt(conn, name)
@@ -727,6 +773,7 @@ class Store:
             "changed": moved is not None,
         }
 
+    @_completes
     async def delete_label(self, name: str, label: str, *, actor: str) -> dict[str, Any]:
         async with self.transaction() as conn:
             prompt_id = await self._existing_prompt(conn, name)
@@ -746,6 +793,7 @@ class Store:
             await self._bump(conn)
         return {"name": name, "label": label, "version": previous}
 
+    @_completes
     async def lifecycles(self) -> list[dict[str, Any]]:
         """The lifecycle columns of every version (no definitions): what a refresh re-reads."""
         query = select(
@@ -762,6 +810,7 @@ class Store:
         async with self.transaction() as conn:
             return [{**self._lifecycle_dict(r), "row_id": r.id} for r in await conn.execute(query)]
 
+    @_completes
     async def labels(self) -> list[tuple[str, str, int]]:
         """(prompt name, label, version) for every label."""
         query = select(prompts.c.name, prompt_labels.c.label, prompt_labels.c.version).join(
@@ -797,11 +846,13 @@ class Store:
             )
         )
 
+    @_completes
     async def audit(self, actor: str, action: str, target: str, **fields: Any) -> None:
         """An audit record in a transaction of its own (`_audit` takes the same fields)."""
         async with self.transaction() as conn:
             await self._audit(conn, actor, action, target, **fields)
 
+    @_completes
     async def list_audit(
         self,
         *,
@@ -861,6 +912,7 @@ class Store:
             "allow_drafts": bool(row.allow_drafts),
         }
 
+    @_completes
     async def create_key(
         self,
         *,
@@ -895,6 +947,7 @@ class Store:
             await self._bump(conn)
         return key
 
+    @_completes
     async def list_keys(self) -> list[dict[str, Any]]:
         async with self.transaction() as conn:
             rows = await conn.execute(
@@ -902,6 +955,7 @@ class Store:
             )
             return [self._key_dict(r) for r in rows]
 
+    @_completes
     async def get_key(self, key_id: str) -> dict[str, Any]:
         async with self.transaction() as conn:
             row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
@@ -909,6 +963,7 @@ class Store:
             raise NotFound(f"No API key with id {key_id!r}.")
         return self._key_dict(row)
 
+    @_completes
     async def revoke_key(self, key_id: str, *, actor: str = "admin") -> dict[str, Any]:
         async with self.transaction() as conn:
             row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
@@ -931,6 +986,7 @@ class Store:
             row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
         return self._key_dict(row)
 
+    @_completes
     async def active_keys(self) -> list[tuple[str, dict[str, Any]]]:
         """(key hash, key) for every key that is not revoked."""
         async with self.transaction() as conn:
@@ -939,10 +995,12 @@ class Store:
 
     # -- settings kept in the database ----------------------------------------------------
 
+    @_completes
     async def get_meta(self, key: str) -> str | None:
         async with self.transaction() as conn:
             return await conn.scalar(select(meta.c.value).where(meta.c.key == key))
 
+    @_completes
     async def set_meta(
         self,
         key: str,
@@ -972,6 +1030,7 @@ class Store:
 
     # -- call records ---------------------------------------------------------------------
 
+    @_completes
     async def insert_calls(self, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """Write call records in one transaction. If the database refuses the batch for its
         data, write the rows one by one and return the ones it refuses; errors of the database
@@ -1025,6 +1084,7 @@ class Store:
             raise ConfigError(f"unsupported driver parameter style {style!r}")
         return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(marks)})"
 
+    @_completes
     async def list_calls(
         self,
         *,

@@ -3,6 +3,7 @@ turns), and a key or prompt created through one replica working on every other o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import socket
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 from promptapi.config import Settings
+from promptapi.store import Store
 from tests.conftest import ADMIN_TOKEN, ECHO, Server, _pg_execute, _pg_url
 from tests.helpers import query
 from tests.test_database import clean_env
@@ -25,6 +27,7 @@ from tests.test_files import EXAMPLES_DIR
 
 REPLICAS = 4
 STOPS = 10
+CANCELS = 40
 ROUNDS = 20
 FLOOD_RATE = 20  # bad-key requests a second
 
@@ -164,3 +167,35 @@ def test_keys_and_prompts_made_on_one_replica_work_on_another_at_once(make_serve
         stop.set()
         flooder.join(10)
     assert flooded and set(flooded) == {401}
+
+
+def test_database_work_cancelled_midway_leaves_no_sqlite_lock_behind(tmp_path):
+    """A caller cancelled in the middle of a transaction (a client that went away, a task
+    stopped at shutdown) used to tear the SQLite connection down under its driver thread,
+    leaving it open with its write lock: every later writer then failed with "database is
+    locked". The work now runs to its end whoever stops waiting for it."""
+    path = tmp_path / "promptapi.db"
+
+    async def cancel_midway(delay: float) -> None:
+        store = Store(f"sqlite:///{path}")
+        if delay == 0:
+            await store.upgrade()
+
+        async def busy() -> None:
+            for _ in range(10_000):
+                await store.revision()
+                await store.lifecycles()
+                await store.active_keys()
+
+        task = asyncio.create_task(busy())
+        await asyncio.sleep(delay)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.aclose()
+
+    asyncio.run(cancel_midway(0))
+    for i in range(CANCELS):
+        asyncio.run(cancel_midway(0.005 + 0.002 * i))
+        with contextlib.closing(sqlite3.connect(path, timeout=1, isolation_level=None)) as conn:
+            conn.execute("BEGIN IMMEDIATE")  # "database is locked" if a lock leaked
+            conn.execute("COMMIT")
