@@ -44,7 +44,9 @@ ADMIN_TOKEN_META = "admin_token_hash"
 # At least this long between the starts of two refreshes triggered by misses, so a flood of bad
 # keys costs the database at most a few dozen cheap revision checks a second.
 MISS_REFRESH_GAP = 0.02
-# How long shutdown waits for a refresh in flight before cancelling it.
+# How long a miss waits for its refresh (a database that does not answer) before it is answered
+# from memory; and how long shutdown waits for a refresh in flight before cancelling it.
+MISS_REFRESH_WAIT = 5.0
 REFRESH_STOP_WAIT = 10.0
 
 
@@ -293,7 +295,7 @@ class Gateway:
             if task is not None and not task.done():
                 try:
                     await asyncio.wait_for(asyncio.shield(task), REFRESH_STOP_WAIT)
-                except (TimeoutError, Exception):
+                except Exception:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
         await self.recorder.aclose()
@@ -364,10 +366,15 @@ class Gateway:
         too), so a write that committed before this miss is seen. One refresh at a time, and
         their starts at least MISS_REFRESH_GAP apart: a flood of misses shares them instead of
         multiplying them, and cannot starve a real miss, which waits for at most the refresh
-        in flight and the next one."""
+        in flight and the next one (and never more than MISS_REFRESH_WAIT)."""
         wanted = self._refreshes_started + 1
-        while self._refreshes_done < wanted:
-            await asyncio.shield(self._shared_refresh())
+        deadline = time.monotonic() + MISS_REFRESH_WAIT
+        while self._refreshes_done < wanted and not self._stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._shared_refresh()), left)
 
     def _shared_refresh(self) -> asyncio.Task[None]:
         """The refresh in flight or about to start, else a new one."""

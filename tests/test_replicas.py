@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from promptapi import gateway as gateway_module
 from promptapi.config import Settings
 from promptapi.store import Store
 from tests.conftest import ADMIN_TOKEN, ECHO, Server, _pg_execute, _pg_url
@@ -199,3 +200,28 @@ def test_database_work_cancelled_midway_leaves_no_sqlite_lock_behind(tmp_path):
         with contextlib.closing(sqlite3.connect(path, timeout=1, isolation_level=None)) as conn:
             conn.execute("BEGIN IMMEDIATE")  # "database is locked" if a lock leaked
             conn.execute("COMMIT")
+
+
+def test_a_miss_while_the_database_hangs_is_answered_from_memory_in_bounded_time(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(gateway_module, "MISS_REFRESH_WAIT", 0.5)
+    path = tmp_path / "promptapi.db"
+    (tmp_path / "prompts").mkdir()
+    settings = Settings(
+        database_url=f"sqlite:///{path}",
+        prompts_dir=tmp_path / "prompts",
+        admin_token=ADMIN_TOKEN,
+        refresh_interval=3600,
+    )
+    server = Server(settings).start()
+    try:
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as holder:
+            holder.execute("BEGIN IMMEDIATE")  # every refresh now waits for this lock
+            started = time.monotonic()
+            answer = server.client.post("/v1/prompts/echo", headers={"Authorization": "Bearer x"})
+            assert answer.status_code == 401
+            assert time.monotonic() - started < 3  # not the 30 s the refresh waits for the lock
+            holder.execute("COMMIT")
+    finally:
+        server.stop()
