@@ -7,11 +7,9 @@ from logging.config import fileConfig
 from typing import Any
 
 from alembic import context
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
 from promptapi.config import Settings
-from promptapi.store import async_url, metadata
+from promptapi.store import async_url, create_engine, metadata
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("connection") is None:
@@ -44,7 +42,8 @@ def _run_sync(connection: Any) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_async_engine(_url(), poolclass=NullPool)
+    # The engine promptapi uses, so a plain `alembic upgrade` waits for SQLite's lock the same way.
+    engine = create_engine(_url())
     async with engine.connect() as connection:
         await connection.run_sync(_run_sync)
         await connection.commit()

@@ -293,7 +293,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         rows = await gateway.store.versions_after(0)
         if args.name:
             rows = [r for r in rows if r["name"] in set(args.name)]
-        report = files.export(rows, root, force=args.force)
+        report = files.export(rows, root, force=args.force, labels=await gateway.store.labels())
         for path in report.written:
             print(f"written    {path}")
         for path in report.unchanged:

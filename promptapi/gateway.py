@@ -31,7 +31,7 @@ from promptapi.errors import (
 )
 from promptapi.keys import Caller, KeyCache, hash_secret, new_admin_token, new_key
 from promptapi.policy import PUBLISHED, Policy, review
-from promptapi.prompts import Prompt, content_digest
+from promptapi.prompts import Prompt, content_digest, digest
 from promptapi.providers import Completion, CompletionRequest, Providers, StreamDelta, load_models
 from promptapi.providers.router import Route, Router
 from promptapi.registry import Registry, Version
@@ -41,7 +41,13 @@ from promptapi.usage import Recorder
 log = logging.getLogger("promptapi")
 
 ADMIN_TOKEN_META = "admin_token_hash"
-MISS_REFRESH_INTERVAL = 0.1
+# At least this long between the starts of two refreshes triggered by misses, so a flood of bad
+# keys costs the database at most a few dozen cheap revision checks a second.
+MISS_REFRESH_GAP = 0.02
+# How long a miss waits for its refresh (a database that does not answer) before it is answered
+# from memory; and how long shutdown waits for a refresh in flight before cancelling it.
+MISS_REFRESH_WAIT = 5.0
+REFRESH_STOP_WAIT = 10.0
 
 
 @dataclass(slots=True)
@@ -52,6 +58,7 @@ class SyncReport:
     warnings: list[dict[str, Any]] = field(default_factory=list)
     dry_run: bool = False
     labels: list[str] = field(default_factory=list)
+    states: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -61,7 +68,23 @@ class SyncReport:
             "warnings": self.warnings,
             "dry_run": self.dry_run,
             "labels": self.labels,
+            "states": self.states,
         }
+
+
+# The order a version's lifecycle moves in. A file's `state` moves a stored version forward along
+# it (never back), with the actions the admin API would use.
+_ORDER = {state: rank for rank, state in enumerate(lifecycle.STATES)}
+
+
+def _forward(current: str, target: str | None) -> list[str]:
+    """The lifecycle actions that take a version from `current` forward to `target`."""
+    if target is None or _ORDER[target] <= _ORDER[current]:
+        return []
+    if target == lifecycle.RETIRED:
+        return ["retire"]
+    steps = ["publish"] if current == lifecycle.DRAFT else []
+    return steps + (["deprecate"] if target == lifecycle.DEPRECATED else [])
 
 
 def _call_id() -> str:
@@ -219,10 +242,16 @@ class Gateway:
         )
         self._revision = -1
         self._refresher: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        # Refreshes run one at a time, in order: `_refreshes_started` numbers them as they
+        # begin, `_refreshes_done` counts the ones finished (so the newest finished one).
+        self._refreshing: asyncio.Task[None] | None = None
+        self._refreshes_started = 0
+        self._refreshes_done = 0
+        self._last_refresh_start = -MISS_REFRESH_GAP
         # A refresh must not interleave with this process's own key writes: it could put back a
         # key revoked a moment ago, or drop one just created.
         self._state_lock = asyncio.Lock()
-        self._last_miss_refresh = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -260,9 +289,18 @@ class Gateway:
             )
 
     async def aclose(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            await asyncio.gather(self._refresher, return_exceptions=True)
+        # Stop the refresh loop between refreshes, never in the middle of one: a task cancelled
+        # mid-transaction leaves its connection to be closed later, and if the event loop ends
+        # first, the connection stays open, holding its transaction (on SQLite: the write lock
+        # that the next process, e.g. a CLI command, then waits for in vain).
+        self._stopping.set()
+        for task in (self._refresher, self._refreshing):
+            if task is not None and not task.done():
+                try:
+                    await asyncio.wait_for(asyncio.shield(task), REFRESH_STOP_WAIT)
+                except Exception:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
         await self.recorder.aclose()
         await self.providers.aclose()
         await self.store.aclose()
@@ -325,24 +363,47 @@ class Gateway:
                     self.keys.set_admin_hash(stored)
             return True
 
-    async def refresh_on_miss(self) -> bool:
+    async def refresh_on_miss(self) -> None:
         """An unknown key or prompt may have been created a moment ago by another process:
-        catch up now rather than at the next refresh. At most once per MISS_REFRESH_INTERVAL, so
-        a flood of bad keys costs the database at most a few cheap queries a second."""
-        now_ = time.monotonic()
-        if now_ - self._last_miss_refresh < MISS_REFRESH_INTERVAL:
-            return False
-        self._last_miss_refresh = now_
+        wait for a refresh that starts after now (joining the next one if others are waiting
+        too), so a write that committed before this miss is seen. One refresh at a time, and
+        their starts at least MISS_REFRESH_GAP apart: a flood of misses shares them instead of
+        multiplying them, and cannot starve a real miss, which waits for at most the refresh
+        in flight and the next one (and never more than MISS_REFRESH_WAIT)."""
+        wanted = self._refreshes_started + 1
+        deadline = time.monotonic() + MISS_REFRESH_WAIT
+        while self._refreshes_done < wanted and not self._stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._shared_refresh()), left)
+
+    def _shared_refresh(self) -> asyncio.Task[None]:
+        """The refresh in flight or about to start, else a new one."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.create_task(self._refresh_once(), name="promptapi-refresh")
+        return self._refreshing
+
+    async def _refresh_once(self) -> None:
+        # Runs as its own task, so a caller that goes away never cancels it mid-transaction.
+        wait = self._last_refresh_start + MISS_REFRESH_GAP - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._refreshes_started += 1
+        self._last_refresh_start = time.monotonic()
         try:
-            return await self.refresh()
+            await self.refresh()
         except Exception:
             log.exception("refreshing from the database failed; serving what is in memory")
-            return False
+        finally:
+            self._refreshes_done += 1
 
     async def caller(self, token: str) -> Caller | None:
         """The consumer (or admin) a bearer token belongs to, or None."""
         found = self.keys.check(token)
-        if found is None and await self.refresh_on_miss():
+        if found is None:
+            await self.refresh_on_miss()
             found = self.keys.check(token)
         return found
 
@@ -352,17 +413,15 @@ class Gateway:
         try:
             return self.registry.lookup(name, version, label=label, drafts=drafts).prompt
         except NotFound:
-            if not await self.refresh_on_miss():
-                raise
+            await self.refresh_on_miss()
         return self.registry.lookup(name, version, label=label, drafts=drafts).prompt
 
     async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.refresh_interval)
-            try:
-                await self.refresh()
-            except Exception:
-                log.exception("refreshing from the database failed; serving what is in memory")
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.refresh_interval)
+                return
+            await asyncio.shield(self._shared_refresh())
 
     # -- the call pipeline ----------------------------------------------------------------
 
@@ -525,6 +584,7 @@ class Gateway:
         row, created = await self.store.create_version(
             definition,
             content_digest(definition),
+            version_digest=digest,
             created_by=created_by,
             state=state or self.settings.default_state,
             labels=labels,
@@ -565,8 +625,14 @@ class Gateway:
         return await asyncio.to_thread(check_and_compile)
 
     def _initial_state(self, raw: Any) -> str:
-        """The state a new version starts in: its own `state`, else PROMPTAPI_DEFAULT_STATE."""
+        """The state a new version starts in: its own `state`, else PROMPTAPI_DEFAULT_STATE. A
+        file's deprecated version starts published and a retired one as a draft; sync then
+        moves them on."""
         state = raw.get("state") if isinstance(raw, dict) else None
+        if state == lifecycle.DEPRECATED:
+            return lifecycle.PUBLISHED
+        if state == lifecycle.RETIRED:
+            return lifecycle.DRAFT
         return state if state in lifecycle.INITIAL_STATES else self.settings.default_state
 
     async def _would_store(
@@ -597,6 +663,20 @@ class Gateway:
         """Register a version, checked against the policy for the state it starts in. Policy
         warnings are appended to `warnings` when given."""
         state = self._initial_state(raw)
+        if isinstance(raw, dict) and raw.get("state") not in (None, *lifecycle.INITIAL_STATES):
+            # Only files may name a later state (sync moves the version there); through the
+            # API, deprecate and retire are actions of their own.
+            problem = {
+                "path": "/state",
+                "message": "a new version starts as draft or published; deprecate and retire "
+                "it with POST .../versions/{version}/deprecate or /retire",
+            }
+            try:
+                await self.acheck(raw, stage=state)
+            except DefinitionInvalid as exc:
+                exc.errors = sorted([*(exc.errors or []), problem], key=lambda e: e["path"])
+                raise
+            raise DefinitionInvalid("The definition has 1 problem.", errors=[problem])
         definition, found = await self.acheck(raw, stage=state)
         if warnings is not None:
             warnings.extend(found)
@@ -611,11 +691,14 @@ class Gateway:
     async def sync(
         self, root: Path, *, created_by: str = "sync", dry_run: bool = False
     ) -> SyncReport:
-        """Store new versions from the prompt files under `root` and move the labels they
-        declare. With `dry_run`, report what would be created, unchanged or refused without
-        writing anything (label moves are not predicted)."""
+        """Store new versions from the prompt files under `root`, move the labels they declare
+        and move each version forward to the `state` its file names (publish, deprecate,
+        retire; never back). Retirements come last, once every label has moved. With
+        `dry_run`, report what would be created, unchanged or refused without writing anything
+        (label moves and state changes are not predicted)."""
         report = SyncReport(dry_run=dry_run)
         planned: dict[tuple[str, int], str] = {}
+        later: list[tuple[str, str, int, str, str]] = []
         found_files = files.read_all(root)
         clashes = _label_clashes(found_files)
         for found in found_files:
@@ -647,9 +730,21 @@ class Gateway:
                 if dry_run:
                     row, created = await self._would_store(definition, planned)
                 else:
+                    target = found.data.get("state")
+                    # A stored version moves forward first, so the labels it declares may
+                    # point at it (e.g. production at a draft the file publishes).
+                    stored = await self._stored_state(definition)
+                    if stored is not None:
+                        await self._move_forward(
+                            where, definition, stored, target, created_by, report, later
+                        )
                     async with self._state_lock:
                         row, created = await self._store(
                             definition, created_by, state=state, labels=labels
+                        )
+                    if stored is None:
+                        await self._move_forward(
+                            where, definition, row["state"], target, created_by, report, later
                         )
             except Conflict as exc:
                 detail = exc.detail
@@ -668,7 +763,21 @@ class Gateway:
             (report.created if created else report.unchanged).append(label)
             for moved in row.get("labels_moved", ()):
                 report.labels.append(f"{row['name']}:{moved['label']} -> {moved['to']}")
-        if not dry_run and (report.created or report.labels or report.errors):
+        # Deprecations once every file's version exists (the default successor is then the
+        # newest published one), retirements once every label has moved.
+        for step in ("deprecate", "retire"):
+            for where, name, number, before, action in later:
+                if action != step:
+                    continue
+                try:
+                    after = (
+                        await self.transition(name, number, action, {}, actor=created_by)
+                    ).state
+                except Conflict as exc:
+                    report.errors.append({"file": where, "detail": exc.detail})
+                else:
+                    report.states.append(f"{name}@{number}: {before} -> {after}")
+        if not dry_run and (report.created or report.labels or report.states or report.errors):
             await self.store.audit(
                 created_by,
                 "sync.run",
@@ -677,9 +786,44 @@ class Gateway:
                     "created": report.created,
                     "labels": report.labels,
                     "errors": len(report.errors),
+                    **({"states": report.states} if report.states else {}),
                 },
             )
         return report
+
+    async def _stored_state(self, definition: dict[str, Any]) -> str | None:
+        """The stored state of the version a file defines, None when it is new. Conflict when
+        it is stored with other content (before anything moves)."""
+        try:
+            row = await self.store.get_version(definition["name"], definition["version"])
+        except NotFound:
+            return None
+        if row["digest"] != content_digest(definition):
+            raise Conflict(f"{definition['name']} version {definition['version']} differs")
+        return str(row["state"])
+
+    async def _move_forward(
+        self,
+        where: str,
+        definition: dict[str, Any],
+        current: str,
+        target: Any,
+        actor: str,
+        report: SyncReport,
+        later: list[tuple[str, str, int, str, str]],
+    ) -> None:
+        """Take a version forward to the state its file names: publish now (labels may need
+        it), deprecate and retire at the end of the sync (`later`)."""
+        name, number = definition["name"], definition["version"]
+        if target not in lifecycle.STATES:
+            return
+        for action in _forward(current, target):
+            if action != "publish":
+                later.append((where, name, number, current, action))
+                continue
+            before = current
+            current = (await self.transition(name, number, action, {}, actor=actor)).state
+            report.states.append(f"{name}@{number}: {before} -> {current}")
 
     # -- lifecycle and labels -------------------------------------------------------------
 

@@ -127,10 +127,10 @@ DEFINITION_SCHEMA: dict[str, Any] = {
                 },
             },
         },
-        # Not part of the version's content (nor of its digest): the state a new version
-        # starts in and the labels to move to it. Read by the gateway, dropped from the
-        # normalised definition.
-        "state": {"enum": ["draft", "published"]},
+        # Not part of the version's content (nor of its digest): the version's state (a new
+        # one starts in it; sync moves a stored one forward to it) and the labels to move to
+        # it. Read by the gateway, dropped from the normalised definition.
+        "state": {"enum": ["draft", "published", "deprecated", "retired"]},
         "labels": {
             "type": "array",
             "items": {"type": "string", "pattern": NAME_PATTERN},

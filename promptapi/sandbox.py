@@ -62,10 +62,11 @@ class Limits:
 def limits_from_env() -> Limits:
     """The PROMPTAPI_RENDER_* settings of this process's environment."""
     from promptapi.config import Settings
+    from promptapi.errors import ConfigError
 
     try:
         settings = Settings.from_env()
-    except ValueError:
+    except (ValueError, ConfigError):
         return Limits()  # the server refuses to start with it; the CLI says so elsewhere
     return Limits.of(settings)
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
 from sqlalchemy import (
@@ -36,6 +37,7 @@ from sqlalchemy import (
     false,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import (
@@ -52,6 +54,13 @@ from promptapi.config import explain_database_error
 from promptapi.errors import ConfigError, Conflict, NotFound, RequestInvalid
 
 log = logging.getLogger("promptapi.store")
+
+# How long closing the store waits for database work whose caller was cancelled.
+CLOSE_WAIT = 10.0
+P = ParamSpec("P")
+
+# The PostgreSQL advisory lock that serialises migrations across processes (any fixed key).
+MIGRATION_LOCK = int.from_bytes(b"promptap", "big") >> 1
 
 metadata = MetaData(
     naming_convention={
@@ -234,8 +243,8 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
         # writers queue on busy_timeout instead of failing with "database is locked".
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
@@ -243,6 +252,28 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+T = TypeVar("T")
+
+
+def _completes(
+    method: Callable[Concatenate[Store, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[Store, P], Coroutine[Any, Any, T]]:
+    """Once started, the database work runs to its end (commit or rollback) even when the
+    caller is cancelled (a client that went away, a task stopped at shutdown); the caller
+    gets its CancelledError at once. Cancelled mid-transaction, a SQLite connection is torn
+    down from under its driver thread and can stay open holding its transaction: the write
+    lock every other process and task then waits for, and fails on ("database is locked")."""
+
+    @functools.wraps(method)
+    async def run(self: Store, *args: P.args, **kwargs: P.kwargs) -> T:
+        task = asyncio.ensure_future(method(self, *args, **kwargs))
+        self._work.add(task)
+        task.add_done_callback(self._finished)
+        return await asyncio.shield(task)
+
+    return run
 
 
 class Store:
@@ -253,8 +284,17 @@ class Store:
         # One writer at a time within this process on SQLite; other processes wait on busy_timeout.
         self._lock = asyncio.Lock() if self.is_sqlite else None
         self._insert_calls_sql: str | None = None
+        self._work: set[asyncio.Future[Any]] = set()
+
+    def _finished(self, task: asyncio.Future[Any]) -> None:
+        self._work.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller may have gone away
 
     async def aclose(self) -> None:
+        """Close every connection, once work still running (its caller cancelled) is done."""
+        if self._work:
+            await asyncio.wait(list(self._work), timeout=CLOSE_WAIT)
         await self.engine.dispose()
 
     @contextlib.asynccontextmanager
@@ -276,30 +316,38 @@ class Store:
         cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         return cfg
 
+    @_completes
     async def upgrade(self, target: str = "head") -> None:
         from alembic import command
 
-        cfg = self._alembic_config()
+        await self._migrate(lambda cfg: command.upgrade(cfg, target))
 
-        def run(sync_conn: Any) -> None:
-            cfg.attributes["connection"] = sync_conn
-            command.upgrade(cfg, target)
-
-        async with self.transaction() as conn:
-            await conn.run_sync(run)
-
+    @_completes
     async def downgrade(self, target: str) -> None:
         from alembic import command
 
+        await self._migrate(lambda cfg: command.downgrade(cfg, target))
+
+    async def _migrate(self, step: Callable[[Any], None]) -> None:
+        """Run an alembic command in one transaction, one process at a time: replicas started
+        together on a new database take turns, and each later one finds the schema at the
+        revision the first left it (alembic reads it under the lock) and does nothing.
+        PostgreSQL: a transaction-scoped advisory lock, released at commit or when the
+        connection drops. SQLite: the transaction itself (BEGIN IMMEDIATE) is the lock."""
         cfg = self._alembic_config()
 
         def run(sync_conn: Any) -> None:
             cfg.attributes["connection"] = sync_conn
-            command.downgrade(cfg, target)
+            step(cfg)
 
         async with self.transaction() as conn:
+            if not self.is_sqlite:
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                )
             await conn.run_sync(run)
 
+    @_completes
     async def schema_revision(self) -> tuple[str | None, str | None]:
         """(current revision in the database, head revision of the code)."""
         from alembic.runtime.migration import MigrationContext
@@ -332,6 +380,7 @@ class Store:
 
     # -- revision: how other processes learn that something changed -----------------------
 
+    @_completes
     async def revision(self) -> int:
         async with self.transaction() as conn:
             value = await conn.scalar(select(revision.c.value).where(revision.c.id == 1))
@@ -345,11 +394,13 @@ class Store:
 
     # -- prompt versions ------------------------------------------------------------------
 
+    @_completes
     async def create_version(
         self,
         definition: dict[str, Any],
         content_digest: str,
         *,
+        version_digest: Callable[[dict[str, Any]], str],
         created_by: str | None,
         state: str,
         labels: Iterable[str] = (),
@@ -357,6 +408,10 @@ class Store:
         """Store a version and move `labels` to it, in one transaction with their audit
         records. Returns (stored definition + metadata, created?); the row's `labels_moved`
         lists the labels that changed.
+
+        `content_digest` (the definition without its number) is what the store compares;
+        `version_digest` gives the digest of the stored definition, the one the API shows, for
+        the audit record.
 
         An explicit version that exists with the same content is a no-op; with other content
         it is a Conflict. Without a version, the next number is assigned, unless the newest
@@ -386,10 +441,11 @@ class Store:
                         number = (newest["version"] if newest else 0) + 1
                     created = row is None
                     if row is None:
+                        stored = {**definition, "version": number}
                         row = await self._insert_version(
                             conn,
                             prompt_id,
-                            {**definition, "version": number},
+                            stored,
                             content_digest,
                             state=state,
                             created_by=created_by,
@@ -400,7 +456,11 @@ class Store:
                             "prompt.create" if new_prompt else "version.create",
                             f"{name}@{number}",
                             prompt=name,
-                            after={"version": number, "state": state, "digest": content_digest},
+                            after={
+                                "version": number,
+                                "state": state,
+                                "digest": version_digest(stored),
+                            },
                         )
                     moved = []
                     for label in labels:
@@ -544,10 +604,12 @@ class Store:
         ).first()
         return self._version_dict(row) if row else None
 
+    @_completes
     async def versions_after(self, row_id: int) -> list[dict[str, Any]]:
         """Every stored version with a row id above `row_id`, oldest first."""
         return await self._versions_where(prompt_versions.c.id > row_id)
 
+    @_completes
     async def versions_by_ids(self, row_ids: list[int]) -> list[dict[str, Any]]:
         """The stored versions with these row ids, oldest first."""
         return await self._versions_where(prompt_versions.c.id.in_(row_ids))
@@ -559,6 +621,7 @@ class Store:
             )
             return [self._version_dict(r) for r in rows]
 
+    @_completes
     async def get_version(self, name: str, number: int) -> dict[str, Any]:
         async with self.transaction() as conn:
             row = (
@@ -574,6 +637,7 @@ class Store:
 
     # -- lifecycle and labels -------------------------------------------------------------
 
+    @_completes
     async def transition(
         self, name: str, number: int, action: str, body: dict[str, Any], *, actor: str
     ) -> dict[str, Any]:
@@ -685,6 +749,7 @@ class Store:
         )
         return {"label": label, "from": previous, "to": number}
 
+    @_completes
     async def set_label(self, name: str, label: str, number: int, *, actor: str) -> dict[str, Any]:
         async with self.transaction() as conn:
             prompt_id = await self._existing_prompt(conn, name)
@@ -707,6 +772,7 @@ class Store:
             "changed": moved is not None,
         }
 
+    @_completes
     async def delete_label(self, name: str, label: str, *, actor: str) -> dict[str, Any]:
         async with self.transaction() as conn:
             prompt_id = await self._existing_prompt(conn, name)
@@ -726,6 +792,7 @@ class Store:
             await self._bump(conn)
         return {"name": name, "label": label, "version": previous}
 
+    @_completes
     async def lifecycles(self) -> list[dict[str, Any]]:
         """The lifecycle columns of every version (no definitions): what a refresh re-reads."""
         query = select(
@@ -742,6 +809,7 @@ class Store:
         async with self.transaction() as conn:
             return [{**self._lifecycle_dict(r), "row_id": r.id} for r in await conn.execute(query)]
 
+    @_completes
     async def labels(self) -> list[tuple[str, str, int]]:
         """(prompt name, label, version) for every label."""
         query = select(prompts.c.name, prompt_labels.c.label, prompt_labels.c.version).join(
@@ -777,11 +845,13 @@ class Store:
             )
         )
 
+    @_completes
     async def audit(self, actor: str, action: str, target: str, **fields: Any) -> None:
         """An audit record in a transaction of its own (`_audit` takes the same fields)."""
         async with self.transaction() as conn:
             await self._audit(conn, actor, action, target, **fields)
 
+    @_completes
     async def list_audit(
         self,
         *,
@@ -841,6 +911,7 @@ class Store:
             "allow_drafts": bool(row.allow_drafts),
         }
 
+    @_completes
     async def create_key(
         self,
         *,
@@ -875,6 +946,7 @@ class Store:
             await self._bump(conn)
         return key
 
+    @_completes
     async def list_keys(self) -> list[dict[str, Any]]:
         async with self.transaction() as conn:
             rows = await conn.execute(
@@ -882,6 +954,7 @@ class Store:
             )
             return [self._key_dict(r) for r in rows]
 
+    @_completes
     async def get_key(self, key_id: str) -> dict[str, Any]:
         async with self.transaction() as conn:
             row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
@@ -889,6 +962,7 @@ class Store:
             raise NotFound(f"No API key with id {key_id!r}.")
         return self._key_dict(row)
 
+    @_completes
     async def revoke_key(self, key_id: str, *, actor: str = "admin") -> dict[str, Any]:
         async with self.transaction() as conn:
             row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
@@ -911,6 +985,7 @@ class Store:
             row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
         return self._key_dict(row)
 
+    @_completes
     async def active_keys(self) -> list[tuple[str, dict[str, Any]]]:
         """(key hash, key) for every key that is not revoked."""
         async with self.transaction() as conn:
@@ -919,10 +994,12 @@ class Store:
 
     # -- settings kept in the database ----------------------------------------------------
 
+    @_completes
     async def get_meta(self, key: str) -> str | None:
         async with self.transaction() as conn:
             return await conn.scalar(select(meta.c.value).where(meta.c.key == key))
 
+    @_completes
     async def set_meta(
         self,
         key: str,
@@ -952,6 +1029,7 @@ class Store:
 
     # -- call records ---------------------------------------------------------------------
 
+    @_completes
     async def insert_calls(self, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """Write call records in one transaction. If the database refuses the batch for its
         data, write the rows one by one and return the ones it refuses; errors of the database
@@ -1005,6 +1083,7 @@ class Store:
             raise ConfigError(f"unsupported driver parameter style {style!r}")
         return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(marks)})"
 
+    @_completes
     async def list_calls(
         self,
         *,

@@ -69,7 +69,7 @@ def query(database_url: str, sql: str) -> list[tuple[Any, ...]]:
     """Run one read query straight against the database, bypassing promptapi."""
     if database_url.startswith("sqlite:///"):
         path = database_url.removeprefix("sqlite:///")
-        with contextlib.closing(sqlite3.connect(path)) as conn:
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
             return [tuple(row) for row in conn.execute(sql).fetchall()]
 
     import asyncpg

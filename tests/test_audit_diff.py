@@ -286,6 +286,33 @@ def test_every_admin_change_writes_one_audit_record(server, database_url, fake):
         assert problem["errors"][0]["path"] == path
 
 
+def test_a_version_has_one_digest_in_the_api_the_diff_the_catalog_and_the_audit(
+    server, database_url, fake
+):
+    register(server)  # numbered by the server
+    register(server, "Say again", version=2)  # numbered by the caller
+    prompts_dir = server.settings.prompts_dir
+    (prompts_dir / "echo-3.yaml").write_text(
+        orjson.dumps({**echo("Once more"), "version": 3}).decode()
+    )
+    assert ok(server.admin.post("/admin/v1/sync"))["created"] == ["echo@3"]
+    digests = {
+        n: ok(server.admin.get(f"/admin/v1/prompts/echo/versions/{n}"))["digest"] for n in (1, 2, 3)
+    }
+    assert len(set(digests.values())) == 3
+    created = {
+        int(r["target"].split("@")[1]): r["after"]["digest"]
+        for r in audit(server, prompt="echo")["records"]
+        if r["action"] in ("prompt.create", "version.create")
+    }
+    assert created == digests
+    diffed = ok(server.admin.get("/admin/v1/prompts/echo/diff", params={"from": 1, "to": 3}))
+    assert (diffed["from"]["digest"], diffed["to"]["digest"]) == (digests[1], digests[3])
+    page = server.client.get("/prompts/echo")
+    assert page.status_code == 200
+    assert all(digests[n][:12] in page.text for n in (1, 2, 3))
+
+
 def test_cli_changes_and_the_generated_admin_token_are_audited(
     make_server, database_url, tmp_path, fake
 ):

@@ -122,7 +122,7 @@ def test_export_then_sync_round_trip(
     text = (out / "tricky" / "1.yaml").read_text()
     assert [line.split(":")[0] for line in text.splitlines() if line[:1].isalpha()] == [
         "name", "version", "description", "model", "params", "input_schema",
-        "output_schema", "messages", "examples",
+        "output_schema", "messages", "examples", "state",
     ]  # fmt: skip
     assert "content: |" in text
     assert yaml.safe_load(text)["messages"] == TRICKY["messages"]
@@ -147,9 +147,14 @@ def test_export_keeps_hand_written_files_and_refuses_to_overwrite_changed_ones(
     prompts = tmp_path / "prompts"
     handwritten = write(prompts / "greet.yaml", "# reviewed in PR 12\n" + greet_yaml())
     make_server()  # syncs greet@1 from prompts/greet.yaml at start
+    # The file does not say its state: export adds that line and leaves the rest alone.
+    assert cli(monkeypatch, database_url, "export", str(prompts)) == 0
+    assert f"written    {handwritten}" in capsys.readouterr().out
+    text = handwritten.read_text()
+    assert text == "# reviewed in PR 12\n" + greet_yaml().rstrip("\n") + "\nstate: published\n"
     assert cli(monkeypatch, database_url, "export", str(prompts)) == 0
     assert "0 written, 1 unchanged, 0 conflicts" in capsys.readouterr().out
-    assert handwritten.read_text().startswith("# reviewed in PR 12\n")
+    assert handwritten.read_text() == text
     assert not (prompts / "greet").exists()
 
     handwritten.write_text(greet_yaml(greeting="Wave at"))
@@ -318,3 +323,178 @@ def test_import_refuses_what_it_cannot_convert(tmp_path, monkeypatch, capsys, te
     assert code == 1
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# -- lifecycle and labels round trip -------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_url(database_url, tmp_path, request):
+    """Makes new, migrated databases of the kind `database_url` is."""
+    made: list[str] = []
+
+    def make(tag: str) -> str:
+        if database_url.startswith("sqlite"):
+            return f"sqlite:///{tmp_path / f'{tag}.db'}"
+        from tests.conftest import _pg_execute, _pg_url
+
+        admin = request.getfixturevalue("postgres_admin_url")
+        template = request.getfixturevalue("postgres_template")
+        name = f"{template}_{tag}_{os.getpid()}_{len(made)}"[:63]
+        _pg_execute(admin, f"CREATE DATABASE {name} TEMPLATE {template}")
+        made.append(name)
+        return _pg_url(admin, name)
+
+    yield make
+    if made:
+        from tests.conftest import _pg_execute
+
+        admin = request.getfixturevalue("postgres_admin_url")
+        for name in made:
+            _pg_execute(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def echo_version(text: str) -> dict[str, Any]:
+    return {
+        "name": "echo",
+        "description": "Says the text back.",
+        "input_schema": {
+            "type": "object",
+            "properties": {"text": {"type": "string", "maxLength": 100}},
+            "required": ["text"],
+            "additionalProperties": False,
+        },
+        "messages": [{"role": "user", "content": f"{text}: {{{{ text }}}}"}],
+    }
+
+
+def served(server) -> dict[str, Any]:
+    """What callers depend on: every version's state and labels, and what an unpinned call
+    (and one per label) gets."""
+    seen: dict[str, Any] = {}
+    with server.consumer() as client:
+        for prompt in server.admin.get("/admin/v1/prompts").json()["prompts"]:
+            name = prompt["name"]
+            detail = server.admin.get(f"/admin/v1/prompts/{name}").json()
+            call = client.post(f"/v1/prompts/{name}", json={"text": "x"})
+            by_label = {}
+            for label in detail["labels"]:
+                answer = client.post(f"/v1/prompts/{name}?label={label}", json={"text": "x"})
+                by_label[label] = (answer.status_code, answer.json().get("prompt"))
+            seen[name] = {
+                "versions": [
+                    (v["version"], v["state"], v["digest"], v["successor"], v["sunset"])
+                    for v in detail["versions"]
+                ],
+                "labels": detail["labels"],
+                "unpinned": (call.status_code, call.json().get("prompt")),
+                "by_label": by_label,
+            }
+    return seen
+
+
+def test_export_then_sync_into_a_new_database_serves_the_same_versions(
+    make_server, database_url, fresh_url, tmp_path, monkeypatch, capsys, fake
+):
+    server = make_server()
+    admin = server.admin
+    for text in ("One", "Two", "Three", "Four", "Five"):
+        assert admin.post("/admin/v1/prompts", json=echo_version(text)).status_code == 201
+    assert admin.post("/admin/v1/prompts", json={**echo_version("Hi"), "name": "gone"}).is_success
+    draft = {**echo_version("Draft"), "state": "draft"}
+    assert admin.post("/admin/v1/prompts", json=draft).status_code == 201  # echo@6
+    steps = [
+        ("echo", 1, "retire"),
+        ("echo", 2, "deprecate"),
+        ("echo", 4, "deprecate"),
+        ("echo", 4, "publish"),  # undeprecated: published again
+        ("gone", 1, "retire"),
+    ]
+    for name, number, action in steps:
+        assert admin.post(f"/admin/v1/prompts/{name}/versions/{number}/{action}").is_success
+    # production on a deprecated version (unpinned callers get it, not the newest published).
+    for label, number in (("production", 2), ("staging", 5), ("canary", 6), ("old", 3)):
+        body = {"version": number}
+        assert admin.put(f"/admin/v1/prompts/echo/labels/{label}", json=body).is_success
+    assert admin.delete("/admin/v1/prompts/echo/labels/old").is_success
+    before = served(server)
+    assert before["echo"]["unpinned"][1]["version"] == 2
+    assert before["gone"]["unpinned"][0] == 410
+
+    out = tmp_path / "exported"
+    assert cli(monkeypatch, database_url, "export", str(out)) == 0
+    capsys.readouterr()
+    files = {
+        p.relative_to(out).as_posix(): yaml.safe_load(p.read_text()) for p in out.rglob("*.yaml")
+    }
+    assert {k: (v["state"], v.get("labels")) for k, v in files.items()} == {
+        "echo/1.yaml": ("retired", None),
+        "echo/2.yaml": ("deprecated", ["production"]),
+        "echo/3.yaml": ("published", None),
+        "echo/4.yaml": ("published", None),
+        "echo/5.yaml": ("published", ["staging"]),
+        "echo/6.yaml": ("draft", ["canary"]),
+        "gone/1.yaml": ("retired", None),
+    }
+
+    # Into a new database through the CLI ...
+    by_cli = fresh_url("cli")
+    assert cli(monkeypatch, by_cli, "sync", "--dir", str(out)) == 0
+    assert "7 created, 0 unchanged, 0 errors" in capsys.readouterr().out
+    # ... and through HTTP (the start-up sync, then POST /admin/v1/sync finds nothing to do).
+    copy_ = make_server(database_url=fresh_url("http"), prompts_dir=out)
+    again = copy_.admin.post("/admin/v1/sync").json()
+    assert (again["created"], again["states"], again["labels"], again["errors"]) == ([], [], [], [])
+    assert served(copy_) == before
+    copy_.stop()
+    from_cli = make_server(database_url=by_cli, prompts_dir=tmp_path / "empty")
+    assert served(from_cli) == before
+
+
+def test_sync_moves_a_stored_version_forward_never_back(
+    make_server, database_url, tmp_path, monkeypatch, capsys, fake
+):
+    folder = tmp_path / "files"
+    server = make_server(prompts_dir=folder)
+    for text in ("One", "Two"):
+        assert server.admin.post("/admin/v1/prompts", json=echo_version(text)).status_code == 201
+    assert cli(monkeypatch, database_url, "export", str(folder)) == 0
+
+    def declare(number: int, state: str, labels: str = "") -> None:
+        path = folder / "echo" / f"{number}.yaml"
+        kept = [x for x in path.read_text().splitlines() if not x.startswith(("state", "labels"))]
+        path.write_text("\n".join(kept) + f"\n{labels}state: {state}\n")
+
+    # Forward: 1 is retired (after production, declared on 2, moved off it), 2 deprecated.
+    assert server.admin.put(
+        "/admin/v1/prompts/echo/labels/production", json={"version": 1}
+    ).is_success
+    declare(1, "retired")
+    declare(2, "deprecated", "labels: [production]\n")
+    report = server.admin.post("/admin/v1/sync").json()
+    assert report["errors"] == []
+    assert report["states"] == ["echo@2: published -> deprecated", "echo@1: published -> retired"]
+    assert report["labels"] == ["echo:production -> 2"]
+    versions = server.admin.get("/admin/v1/prompts/echo").json()["versions"]
+    assert [(v["version"], v["state"]) for v in versions] == [(1, "retired"), (2, "deprecated")]
+
+    # Back: the files say published, the versions stay where they are, without an error.
+    declare(1, "published")
+    declare(2, "published", "labels: [production]\n")
+    report = server.admin.post("/admin/v1/sync").json()
+    assert (report["errors"], report["states"]) == ([], [])
+    versions = server.admin.get("/admin/v1/prompts/echo").json()["versions"]
+    assert [(v["version"], v["state"]) for v in versions] == [(1, "retired"), (2, "deprecated")]
+
+    # A draft file published with production at once: it moves before the label does.
+    draft = {**echo_version("Three"), "state": "draft"}
+    assert server.admin.post("/admin/v1/prompts", json=draft).status_code == 201
+    assert cli(monkeypatch, database_url, "export", str(folder)) == 0
+    declare(2, "deprecated")
+    declare(3, "published", "labels: [production]\n")
+    report = server.admin.post("/admin/v1/sync").json()
+    assert report["errors"] == []
+    assert report["states"] == ["echo@3: draft -> published"]
+    assert server.admin.get("/admin/v1/prompts/echo").json()["labels"] == {"production": 3}
+    audit = server.admin.get("/admin/v1/audit", params={"action": "sync.run"}).json()
+    assert audit["records"][0]["after"]["states"] == ["echo@3: draft -> published"]

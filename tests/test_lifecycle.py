@@ -516,7 +516,7 @@ def test_labels_declared_in_prompt_files(make_server, fake, tmp_path):
         3,
     ]
     bad = folder / "greet/5.yaml"
-    bad.write_text(body.format(v=5, extra="labels: [Prod!]\nstate: retired\n"))
+    bad.write_text(body.format(v=5, extra="labels: [Prod!]\nstate: gone\n"))
     report = ok(server.admin.post("/admin/v1/sync"))
     errors = [e for e in report["errors"] if e["file"] == str(bad)]
     assert [e["path"] for e in errors[0]["errors"]] == ["/labels/0", "/state"]
