@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,10 +13,15 @@ from typing import Any
 
 import yaml
 
+from promptapi import safeyaml
 from promptapi.errors import PromptAPIError
 from promptapi.prompts import FIELDS, check_definition, content_digest
+from promptapi.safeyaml import YAMLProblem
 
 SUFFIXES = (".yaml", ".yml")
+# The size limit of a prompt file when the caller has no settings: PROMPTAPI_MAX_BODY_BYTES's
+# default, since a file and a registration body carry the same definition.
+DEFAULT_LIMIT = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,36 +32,110 @@ class PromptFile:
 
 
 def find(root: Path) -> list[Path]:
+    """The prompt files below `root` (`.yaml`, `.yml`; hidden names skipped), sorted.
+
+    Symbolic links to folders are not entered; they are listed, like files that are not
+    regular files, so that `read` reports them instead of skipping them silently."""
     if not root.is_dir():
         return []
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.suffix in SUFFIXES
-        and p.is_file()
-        and not any(part.startswith(".") for part in p.parts)
-    )
+    found: list[Path] = []
+    folders = [root]
+    while folders:
+        folder = folders.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            found.append(folder)  # `read` reports why it cannot be read
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(path)
+            elif path.suffix in SUFFIXES or (entry.is_symlink() and entry.is_dir()):
+                found.append(path)
+    return sorted(found)
 
 
-def read(path: Path) -> PromptFile:
+def _inside(path: Path, root: Path) -> Path:
+    """The file to open for `path`, found below `root`: itself, or for a symbolic link, its
+    target when that is a file inside the prompts folder (as in a Kubernetes ConfigMap
+    volume). A link out of the folder, or to a folder, is not followed."""
+    if not path.is_symlink():
+        return path
+    target = path.resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise YAMLProblem("is a symbolic link out of the prompts folder; not followed")
+    if target.is_dir():
+        raise YAMLProblem("is a symbolic link to a folder; not followed")
+    return target
+
+
+def read(path: Path, *, root: Path | None = None, limit: int = DEFAULT_LIMIT) -> PromptFile:
+    """A prompt file's data, or the reason it cannot be used. With `root` (the prompts folder
+    it was found in), only regular files inside that folder are read."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        return PromptFile(path, error=f"cannot read: {exc.strerror}")
-    except UnicodeDecodeError:
-        return PromptFile(path, error="not UTF-8 text")
-    except RecursionError:
-        return PromptFile(path, error="nested too deeply")
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        return PromptFile(path, error=f"invalid YAML{where}: {problem}")
-    return PromptFile(path, data=data)
+        if root is None:
+            text = safeyaml.read_text(path, limit)
+        else:
+            text = safeyaml.read_text(_inside(path, root), limit, follow_symlinks=False)
+        return PromptFile(path, data=safeyaml.loads(text))
+    except YAMLProblem as exc:
+        return PromptFile(path, error=str(exc))
 
 
-def read_all(root: Path) -> list[PromptFile]:
-    return [read(p) for p in find(root)]
+def read_all(root: Path, limit: int = DEFAULT_LIMIT) -> list[PromptFile]:
+    return [read(p, root=root, limit=limit) for p in find(root)]
+
+
+class WriteRefused(Exception):
+    """A file export or import will not write; the message says why."""
+
+
+def write(root: Path, target: Path, text: str) -> None:
+    """Write `text` to `target` below `root` without ever writing through a symbolic link.
+
+    The folders below `root` are opened one by one with O_NOFOLLOW (created when missing),
+    a link in the target's place is refused, and the text goes to a new temporary file that
+    is then renamed over the target: a link (or hard link) there is never written through,
+    and a reader never sees half a file."""
+    parts = target.relative_to(root).parts
+    root.mkdir(parents=True, exist_ok=True)
+    folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, dir_fd=folder)
+            try:
+                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=folder)
+            except OSError:
+                raise WriteRefused(
+                    f"{part} is a symbolic link or not a folder; not written through"
+                ) from None
+            os.close(folder)
+            folder = inner
+        name = parts[-1]
+        try:
+            mode = os.lstat(name, dir_fd=folder).st_mode
+        except FileNotFoundError:
+            mode = None
+        if mode is not None and not stat.S_ISREG(mode):
+            kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+            raise WriteRefused(f"is {kind}; not written through (remove it to export here)")
+        temporary = f".{name}.{secrets.token_hex(6)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        fd = os.open(temporary, flags, 0o666, dir_fd=folder)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(text.encode("utf-8"))
+            os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary, dir_fd=folder)
+            raise
+    finally:
+        os.close(folder)
 
 
 class _Dumper(yaml.SafeDumper):
@@ -92,6 +175,7 @@ class ExportReport:
     written: list[Path] = field(default_factory=list)
     unchanged: list[Path] = field(default_factory=list)
     conflicts: list[Path] = field(default_factory=list)
+    refused: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def file_digest(raw: Any) -> str | None:
@@ -103,7 +187,9 @@ def file_digest(raw: Any) -> str | None:
         return None
 
 
-def export(rows: Iterable[dict[str, Any]], root: Path, *, force: bool = False) -> ExportReport:
+def export(
+    rows: Iterable[dict[str, Any]], root: Path, *, force: bool = False, limit: int = DEFAULT_LIMIT
+) -> ExportReport:
     """Write stored versions as prompt files `<root>/<name>/<version>.yaml`.
 
     A version already present anywhere under `root` with the same content is left alone (its
@@ -111,9 +197,13 @@ def export(rows: Iterable[dict[str, Any]], root: Path, *, force: bool = False) -
     not touched unless `force` is set, when it is overwritten with what is stored."""
     report = ExportReport()
     present: dict[tuple[Any, Any], tuple[Path, str | None]] = {}
-    for found in read_all(root):
+    for found in read_all(root, limit):
         data = found.data
-        if isinstance(data, dict) and "name" in data and "version" in data:
+        if (
+            isinstance(data, dict)
+            and isinstance(data.get("name"), str)
+            and isinstance(data.get("version"), int)
+        ):
             key = (data["name"], data["version"])
             present[key] = (found.path, file_digest(data))
     for row in rows:
@@ -130,7 +220,10 @@ def export(rows: Iterable[dict[str, Any]], root: Path, *, force: bool = False) -
         elif target.exists() and not force:
             report.conflicts.append(target)
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(dump(row["definition"]), encoding="utf-8")
+        try:
+            write(root, target, dump(row["definition"]))
+        except (WriteRefused, OSError) as exc:
+            report.refused.append((target, str(exc)))
+            continue
         report.written.append(target)
     return report

@@ -600,7 +600,9 @@ class Gateway:
         writing anything (label moves are not predicted)."""
         report = SyncReport(dry_run=dry_run)
         planned: dict[tuple[str, int], str] = {}
-        found_files = files.read_all(root)
+        # Reading and parsing the files is bounded (size, no aliases) but still CPU work: off
+        # the event loop.
+        found_files = await asyncio.to_thread(files.read_all, root, self.settings.max_body_bytes)
         clashes = _label_clashes(found_files)
         for found in found_files:
             where = str(found.path)

@@ -33,12 +33,14 @@ class Row:
     reason: str = ""
 
 
-def from_files(root: Path, models: Any) -> tuple[list[dict[str, Any]], list[Row]]:
+def from_files(
+    root: Path, models: Any, limit: int = files.DEFAULT_LIMIT
+) -> tuple[list[dict[str, Any]], list[Row]]:
     """The newest valid version of each prompt in the files under `root`, and a failed row for
     each file that is not a valid definition."""
     newest: dict[str, dict[str, Any]] = {}
     broken: list[Row] = []
-    for found in files.read_all(root):
+    for found in files.read_all(root, limit):
         data = found.data if isinstance(found.data, dict) else {}
         name = str(data.get("name", found.path.name))
         if found.error is not None:

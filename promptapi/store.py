@@ -48,7 +48,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from promptapi import lifecycle
-from promptapi.errors import ConfigError, Conflict, InputInvalid, NotFound
+from promptapi.errors import ConfigError, Conflict, InputInvalid, MalformedRequest, NotFound
 
 log = logging.getLogger("promptapi.store")
 
@@ -169,6 +169,18 @@ revision = Table(
 )
 
 
+def _driver_data_errors() -> tuple[type[BaseException], ...]:
+    """The raw drivers' exceptions for values the database refuses (not its own failures)."""
+    import sqlite3
+
+    found: list[type[BaseException]] = [sqlite3.DataError, sqlite3.IntegrityError]
+    with contextlib.suppress(ImportError):
+        import asyncpg
+
+        found += [asyncpg.DataError, asyncpg.IntegrityConstraintViolationError]
+    return tuple(found)
+
+
 def async_url(url: str) -> str:
     """Accept plain URLs and pick the async driver."""
     if url.startswith("sqlite://"):
@@ -223,7 +235,24 @@ def create_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30})
         _sqlite_setup(engine)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    event.listen(engine.sync_engine, "before_cursor_execute", _refuse_nul)
+    return engine
+
+
+def _refuse_nul(
+    _conn: Any, _cursor: Any, _statement: str, parameters: Any, _context: Any, executemany: bool
+) -> None:
+    """PostgreSQL text cannot hold NUL, and its driver fails on one: every value is checked at
+    the edge (identifiers, query filters, key names), and this is the net under those checks,
+    so a NUL that slips through is a clear 400 rather than a 500."""
+    for row in parameters if executemany else (parameters,):
+        values = row.values() if isinstance(row, dict) else row or ()
+        if any(isinstance(v, str) and "\x00" in v for v in values):
+            raise MalformedRequest(
+                "A value contains a NUL character, which the database cannot store.",
+                errors=[{"path": "", "message": "NUL (\\u0000) is not allowed here"}],
+            )
 
 
 def _sqlite_setup(engine: AsyncEngine) -> None:
@@ -968,7 +997,9 @@ class Store:
             await self._insert_calls(batch)
         except (OperationalError, InterfaceError, OSError):
             raise
-        except (DBAPIError, StatementError):
+        except (DBAPIError, StatementError, OverflowError, *_driver_data_errors()):
+            # OverflowError: an integer SQLite cannot hold; the driver's own data errors (the
+            # raw connection is not wrapped by SQLAlchemy): NUL in text, out-of-range numbers.
             return False
         return True
 
