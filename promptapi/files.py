@@ -65,10 +65,10 @@ def _inside(path: Path, root: Path) -> Path:
     if not path.is_symlink():
         return path
     target = path.resolve()
-    if not target.is_relative_to(root.resolve()):
-        raise YAMLProblem("is a symbolic link out of the prompts folder; not followed")
     if target.is_dir():
         raise YAMLProblem("is a symbolic link to a folder; not followed")
+    if not target.is_relative_to(root.resolve()):
+        raise YAMLProblem("is a symbolic link out of the prompts folder; not followed")
     return target
 
 

@@ -1021,6 +1021,13 @@ class Store:
                 params.append(tuple(values))
         else:
             params = [tuple(row[c] for c in columns) for row in batch]
+            # PostgreSQL text cannot hold NUL; the model name comes from the upstream's answer.
+            params = [
+                tuple(v.replace("\x00", "\ufffd") if type(v) is str else v for v in row)
+                if any(type(v) is str and "\x00" in v for v in row)
+                else row
+                for row in params
+            ]
         async with self.transaction() as conn:
             raw = await conn.get_raw_connection()
             await raw.driver_connection.executemany(self._insert_calls_sql, params)  # type: ignore[union-attr]

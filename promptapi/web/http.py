@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from starlette.convertors import IntegerConvertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, request_response
@@ -203,6 +204,14 @@ def path_key_id(request: Request) -> str:
     return key_id
 
 
+class _BoundedInteger(IntegerConvertor):
+    """Starlette's `{x:int}`, but a number too long for `int()` (more than 4,300 digits raise
+    ValueError, a 500 while routing) is just a number beyond any range: handlers 404 it."""
+
+    def convert(self, value: str) -> int:
+        return int(value) if len(value) <= 20 else 2**70
+
+
 Endpoint = Callable[[Request], Awaitable[Response]] | ASGIApp
 
 
@@ -232,6 +241,9 @@ def route(path: str, **handlers: Endpoint) -> Route:
     if "GET" in table:
         table["HEAD"] = table["GET"]
     found = Route(path, _Dispatch(table), methods=list(table))
+    for param, convertor in found.param_convertors.items():
+        if isinstance(convertor, IntegerConvertor):
+            found.param_convertors[param] = _BoundedInteger()
     # Starlette anchors the path with `$`, which in Python also matches before a final newline
     # (`/admin/v1/sync%0A` would be `/admin/v1/sync`): match the whole path instead.
     found.path_regex = re.compile(found.path_regex.pattern.removesuffix("$") + r"\Z")
