@@ -5,11 +5,14 @@ folders."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import ECHO
 from tests.helpers import assert_problem, error_paths
@@ -128,3 +131,29 @@ def test_cli_arguments_are_checked_in_full(tmp_path, args):
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     assert "error: argument" in result.stderr
+
+
+_ALMOST = st.builds(
+    lambda name, affix, front: affix + name if front else name + affix,
+    st.from_regex(r"\A[a-z0-9](?:[a-z0-9_-]{0,20}[a-z0-9])?\Z"),
+    st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=3),
+    st.booleans(),
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(name=_ALMOST | st.text(alphabet=st.characters(codec="utf-8"), max_size=70))
+def test_any_name_that_is_not_matched_in_full_is_refused(server, fake, name):
+    """Whatever surrounds a valid name (newlines, NUL, spaces, other scripts), the definition
+    is stored only when the whole name matches the rule."""
+    valid = re.fullmatch(r"[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?", name) is not None
+    response = server.admin.post("/admin/v1/prompts", json=echo(name=name, labels=[name]))
+    if valid:
+        assert response.status_code in (200, 201), response.text
+    else:
+        body = assert_problem(response, 422)
+        assert {"/name", "/labels/0"} <= error_paths(body), body
