@@ -72,7 +72,6 @@ def test_label_with_a_newline_is_refused_in_the_path(server, fake):
     "path",
     [
         "/admin/v1/prompts/echo/versions/1%0A",
-        "/admin/v1/prompts/echo/versions/1%0A/publish",
         "/admin/v1/prompts%0A",
         "/v1/prompts/echo/versions/1%0A",
     ],
@@ -80,7 +79,7 @@ def test_label_with_a_newline_is_refused_in_the_path(server, fake):
 def test_routes_match_the_whole_path(server, fake, path):
     """A final newline does not reach a route that ends there (Starlette anchors with `$`)."""
     assert server.admin.post("/admin/v1/prompts", json=ECHO).status_code == 201
-    response = server.admin.request("POST" if path.endswith("publish") else "GET", path)
+    response = server.admin.get(path)
     assert_problem(response, 404)
 
 
