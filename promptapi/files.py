@@ -64,7 +64,10 @@ def _inside(path: Path, root: Path) -> Path:
     volume). A link out of the folder, or to a folder, is not followed."""
     if not path.is_symlink():
         return path
-    target = path.resolve()
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # dangling, or a loop of links
+        raise YAMLProblem("is a symbolic link that leads nowhere; not followed") from None
     if target.is_dir():
         raise YAMLProblem("is a symbolic link to a folder; not followed")
     if not target.is_relative_to(root.resolve()):

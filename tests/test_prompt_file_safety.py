@@ -162,11 +162,18 @@ def test_sync_refuses_a_symlink_out_of_the_folder(make_server, tmp_path, fake):
     folder.mkdir()
     (folder / "greet.yaml").symlink_to(outside)
     (folder / "shared").symlink_to(outside.parent, target_is_directory=True)
+    (folder / "loop-a.yaml").symlink_to("loop-b.yaml")
+    (folder / "loop-b.yaml").symlink_to("loop-a.yaml")
+    (folder / "dangling.yaml").symlink_to("nowhere.yaml")
     server = make_server()
     report = server.admin.post("/admin/v1/sync").json()
     assert report["created"] == []
+    nowhere = "is a symbolic link that leads nowhere; not followed"
     assert sorted((Path(e["file"]).name, e["detail"]) for e in report["errors"]) == [
+        ("dangling.yaml", nowhere),
         ("greet.yaml", "is a symbolic link out of the prompts folder; not followed"),
+        ("loop-a.yaml", nowhere),
+        ("loop-b.yaml", nowhere),
         ("shared", "is a symbolic link to a folder; not followed"),
     ]
     assert server.admin.get("/admin/v1/prompts").json()["prompts"] == []
@@ -251,3 +258,14 @@ def test_import_never_writes_through_a_symlink(tmp_path):
     assert result.returncode == 1
     assert victim.read_text() == "precious\n"
     assert "is a symbolic link" in result.stderr
+
+
+def test_parsing_a_file_at_the_limit_does_not_block_other_requests(make_server, tmp_path, fake):
+    """A file just under the limit made of small values is the most parsing work a file can
+    ask for (about a second); sync does it off the event loop."""
+    items = "".join(f"  - {{a{i}: {i}, b: [1, 2, 3]}}\n" for i in range(40000))
+    text = (greet_yaml() + "unknown:\n" + items)[: MiB - 100]
+    write(tmp_path / "prompts" / "big.yaml", text[: text.rindex("\n") + 1])
+    server = make_server(sync_on_start=False)
+    report = while_responsive(server, lambda: server.admin.post("/admin/v1/sync").json())
+    assert [Path(e["file"]).name for e in report["errors"]] == ["big.yaml"]
