@@ -156,3 +156,24 @@ def test_any_name_that_is_not_matched_in_full_is_refused(server, fake, name):
     else:
         body = assert_problem(response, 422)
         assert {"/name", "/labels/0"} <= error_paths(body), body
+
+
+def test_models_file_alias_names_are_matched_in_full(tmp_path):
+    folder = tmp_path / "p"
+    folder.mkdir()
+    spec = {"provider": "mock", "model": "mock"}
+    models = write(tmp_path / "models.yaml", yaml.safe_dump({"models": {"fast\n": spec}}))
+    result = run_cli(
+        "lint", str(folder), cwd=tmp_path, extra_env={"PROMPTAPI_MODELS_FILE": str(models)}
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"{models}: models.'fast\\n' is not an alias name" in result.stderr
+    named = write(
+        tmp_path / "deployments.yaml",
+        yaml.safe_dump({"models": {"fast": {**spec, "deployments": [{"name": "a\n"}]}}}),
+    )
+    result = run_cli(
+        "lint", str(folder), cwd=tmp_path, extra_env={"PROMPTAPI_MODELS_FILE": str(named)}
+    )
+    assert result.returncode == 2, result.stderr
+    assert "deployments[0].name" in result.stderr
