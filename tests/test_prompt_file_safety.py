@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import yaml
 
 from tests.hostile import while_responsive
@@ -269,3 +274,45 @@ def test_parsing_a_file_at_the_limit_does_not_block_other_requests(make_server, 
     server = make_server(sync_on_start=False)
     report = while_responsive(server, lambda: server.admin.post("/admin/v1/sync").json())
     assert [Path(e["file"]).name for e in report["errors"]] == ["big.yaml"]
+
+
+def test_promptapi_serve_starts_with_a_billion_laughs_and_logs_it(tmp_path):
+    folder = tmp_path / "prompts"
+    write(folder / "bomb.yaml", billion_laughs())
+    write(folder / "greet" / "1.yaml", greet_yaml())
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMPTAPI_", "OPENAI_"))}
+    env.update(
+        PROMPTAPI_DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        PROMPTAPI_PROMPTS_DIR=str(folder),
+        PROMPTAPI_ADMIN_TOKEN="serve-test-admin-token-0123456789",
+    )
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "promptapi", "serve", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        healthy = False
+        while time.monotonic() < deadline and process.poll() is None and not healthy:
+            try:
+                healthy = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).is_success
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert healthy, log.read_text()
+        listed = httpx.get(
+            f"http://127.0.0.1:{port}/admin/v1/prompts",
+            headers={"Authorization": f"Bearer {env['PROMPTAPI_ADMIN_TOKEN']}"},
+        )
+        assert [p["name"] for p in listed.json()["prompts"]] == ["greet"]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert f"prompt file {folder / 'bomb.yaml'}: invalid YAML at line 3" in log.read_text()
