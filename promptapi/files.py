@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import pickle
+import resource
 import secrets
 import stat
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +94,47 @@ def read(path: Path, *, root: Path | None = None, limit: int = DEFAULT_LIMIT) ->
 
 def read_all(root: Path, limit: int = DEFAULT_LIMIT) -> list[PromptFile]:
     return [read(p, root=root, limit=limit) for p in find(root)]
+
+
+# Reading in a child process: bounds of its own (seconds, bytes of address space).
+CHILD_SECONDS = 60
+CHILD_MEMORY = 2 * 1024**3
+
+
+async def read_all_apart(root: Path, limit: int = DEFAULT_LIMIT) -> list[PromptFile]:
+    """`read_all` in a child process, for the server. Parsing a folder of YAML is CPU work
+    (about a second per MiB of small values) that holds the GIL even in a thread, slowing
+    every other request; in a child it cannot, and it is killed after CHILD_SECONDS."""
+    if not find(root):
+        return []
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-P",
+        "-m",
+        "promptapi.files",
+        str(root),
+        str(limit),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(child.communicate(), CHILD_SECONDS + 5)
+    except TimeoutError:
+        child.kill()
+        await child.wait()
+        out, err = b"", b"timed out"
+    if child.returncode != 0 or not out:
+        why = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+        return [PromptFile(root, error=f"reading the prompt files failed: {why[0][:200]}")]
+    found: list[tuple[str, Any, str | None]] = pickle.loads(out)  # our own child's answer
+    return [PromptFile(Path(path), data, error) for path, data, error in found]
+
+
+def _child(argv: list[str]) -> None:
+    resource.setrlimit(resource.RLIMIT_CPU, (CHILD_SECONDS, CHILD_SECONDS))
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
+    found = read_all(Path(argv[0]), int(argv[1]))
+    sys.stdout.buffer.write(pickle.dumps([(str(f.path), f.data, f.error) for f in found]))
 
 
 class WriteRefused(Exception):
@@ -230,3 +275,9 @@ def export(
             continue
         report.written.append(target)
     return report
+
+
+if __name__ == "__main__":
+    from promptapi import files
+
+    files._child(sys.argv[1:])

@@ -600,9 +600,9 @@ class Gateway:
         writing anything (label moves are not predicted)."""
         report = SyncReport(dry_run=dry_run)
         planned: dict[tuple[str, int], str] = {}
-        # Reading and parsing the files is bounded (size, no aliases) but still CPU work: off
-        # the event loop.
-        found_files = await asyncio.to_thread(files.read_all, root, self.settings.max_body_bytes)
+        # Reading and parsing the files is bounded (size, no aliases) but still CPU work: in a
+        # child process, off the event loop and the GIL.
+        found_files = await files.read_all_apart(root, self.settings.max_body_bytes)
         clashes = _label_clashes(found_files)
         for found in found_files:
             where = str(found.path)
