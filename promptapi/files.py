@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import pickle
-import resource
 import secrets
 import stat
 import sys
@@ -131,6 +130,8 @@ async def read_all_apart(root: Path, limit: int = DEFAULT_LIMIT) -> list[PromptF
 
 
 def _child(argv: list[str]) -> None:
+    import resource  # POSIX only, and only needed here
+
     resource.setrlimit(resource.RLIMIT_CPU, (CHILD_SECONDS, CHILD_SECONDS))
     resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
     found = read_all(Path(argv[0]), int(argv[1]))
