@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from promptapi import __version__, diff, files, prompty, runner, startup
+from promptapi import __version__, diff, files, names, prompty, runner, safeyaml, startup
 from promptapi.config import (
     Settings,
     database_warning,
@@ -188,7 +188,7 @@ def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
         return _fail(f"--input is not valid JSON: {exc}", 2)
     candidates: list[dict[str, Any]] = [
         found.data
-        for found in files.read_all(root)
+        for found in files.read_all(root, settings.max_body_bytes)
         if isinstance(found.data, dict)
         and found.data.get("name") == args.name
         and (args.version is None or found.data.get("version") == args.version)
@@ -225,13 +225,15 @@ def _violation(item: dict[str, str]) -> str:
     return f"{item['path'] or '/'}: [{rule}] {item['message']} ({severity})"
 
 
-def _lint_targets(paths: list[str], default: Path) -> list[Path] | str:
-    targets: list[Path] = []
+def _lint_targets(paths: list[str], default: Path) -> list[tuple[Path, Path | None]] | str:
+    """(file, the folder it was found in) for each file to lint; a file named on the command
+    line has no folder (it is read wherever it is, but still only if it is a regular file)."""
+    targets: list[tuple[Path, Path | None]] = []
     for given in [Path(p) for p in paths] or [default]:
         if given.is_dir():
-            targets.extend(files.find(given))
-        elif given.is_file():
-            targets.append(given)
+            targets.extend((found, given) for found in files.find(given))
+        elif given.exists():
+            targets.append((given, None))
         else:
             return f"no such file or directory: {given}"
     return targets
@@ -247,8 +249,8 @@ def cmd_lint(args: argparse.Namespace, settings: Settings) -> int:
     models = _models(settings) if settings.models_file is not None else None
     counts = {"error": 0, "warning": 0}
     seen: dict[tuple[Any, Any], Path] = {}
-    for path in targets:
-        found = files.read(path)
+    for path, folder in targets:
+        found = files.read(path, root=folder, limit=settings.max_body_bytes)
         lines: list[dict[str, str]] = []
         if found.error is not None:
             lines.append({"path": "", "message": found.error, "rule": "file"})
@@ -293,7 +295,13 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         rows = await gateway.store.versions_after(0)
         if args.name:
             rows = [r for r in rows if r["name"] in set(args.name)]
-        report = files.export(rows, root, force=args.force, labels=await gateway.store.labels())
+        report = files.export(
+            rows,
+            root,
+            force=args.force,
+            labels=await gateway.store.labels(),
+            limit=settings.max_body_bytes,
+        )
         for path in report.written:
             print(f"written    {path}")
         for path in report.unchanged:
@@ -304,11 +312,14 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
                 "not overwritten (--force overwrites it with what is stored)",
                 file=sys.stderr,
             )
+        for path, reason in report.refused:
+            print(f"refused    {path}: {reason}", file=sys.stderr)
         print(
             f"{len(report.written)} written, {len(report.unchanged)} unchanged, "
             f"{len(report.conflicts)} conflicts"
+            + (f", {len(report.refused)} refused" if report.refused else "")
         )
-        return 1 if report.conflicts else 0
+        return 1 if report.conflicts or report.refused else 0
 
     return asyncio.run(_with_gateway(settings, run, writes=False))
 
@@ -319,12 +330,14 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     for source in map(Path, args.files):
         try:
             converted = prompty.convert(
-                source.read_text(encoding="utf-8"), source=source.name, model=args.model
+                safeyaml.read_text(source, settings.max_body_bytes),
+                source=source.name,
+                model=args.model,
             )
             definition = check_definition(converted.definition, require_version=True)
-        except (OSError, UnicodeDecodeError) as exc:
+        except safeyaml.YAMLProblem as exc:
             failed += 1
-            print(f"{source}: cannot read: {exc}", file=sys.stderr)
+            print(f"{source}: {exc}", file=sys.stderr)
             continue
         except prompty.PromptyError as exc:
             failed += 1
@@ -341,8 +354,12 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
             failed += 1
             print(f"{source}: {target} exists (--force overwrites it)", file=sys.stderr)
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(files.dump(converted.definition), encoding="utf-8")
+        try:
+            files.write(root, target, files.dump(converted.definition))
+        except (files.WriteRefused, OSError) as exc:
+            failed += 1
+            print(f"{source}: {target} {exc}", file=sys.stderr)
+            continue
         print(f"written    {target}  (from {source})")
         for note in converted.notes:
             print(f"  note: {note}")
@@ -363,7 +380,7 @@ def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
                 await gateway.refresh(force=True)
                 definitions, broken = runner.from_registry(gateway), []
             else:
-                definitions, broken = runner.from_files(root, models)
+                definitions, broken = runner.from_files(root, models, settings.max_body_bytes)
             if args.names:
                 wanted = set(args.names)
                 known = {d["name"] for d in definitions} | {r.prompt for r in broken}
@@ -400,8 +417,14 @@ def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     # The same rule as POST /admin/v1/keys: 1 to 200 characters, not only spaces.
-    if args.action == "create" and not 1 <= len(args.name.strip()) <= 200:
-        return _fail("a key needs a name of 1 to 200 characters, e.g. billing-service", 2)
+    if args.action == "create" and (
+        not 1 <= len(args.name.strip()) <= 200 or names.has_control(args.name)
+    ):
+        return _fail(
+            "a key needs a name of 1 to 200 characters without control characters, "
+            "e.g. billing-service",
+            2,
+        )
 
     async def run(gateway: Gateway) -> int:
         await gateway.store.ensure_schema(migrate=settings.auto_migrate and args.action != "list")
@@ -476,6 +499,20 @@ def cmd_openapi(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _prompt_name(value: str) -> str:
+    if not names.is_name(value):
+        raise argparse.ArgumentTypeError(f"{value[:80]!r} is not a prompt name ({names.NAME_RULE})")
+    return value
+
+
+def _version(value: str) -> int:
+    if not (value.isascii() and value.isdigit() and len(value) <= 10) or not (
+        1 <= int(value) <= 2**31 - 1
+    ):
+        raise argparse.ArgumentTypeError(f"{value[:20]!r} is not a version number")
+    return int(value)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="promptapi", description="Stored LLM prompts served as typed REST APIs."
@@ -522,7 +559,9 @@ def parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="write stored versions as prompt files")
     export.add_argument("dir", nargs="?", help="target folder (default: the prompts folder)")
-    export.add_argument("--name", action="append", help="only this prompt (repeatable)")
+    export.add_argument(
+        "--name", action="append", type=_prompt_name, help="only this prompt (repeatable)"
+    )
     export.add_argument(
         "--force", action="store_true", help="overwrite files that differ from what is stored"
     )
@@ -536,7 +575,7 @@ def parser() -> argparse.ArgumentParser:
     imp.set_defaults(func=cmd_import)
 
     test = sub.add_parser("test", help="run each prompt's examples and check their expectations")
-    test.add_argument("names", nargs="*", help="prompt names (default: all)")
+    test.add_argument("names", nargs="*", type=_prompt_name, help="prompt names (default: all)")
     test.add_argument("--model", help="run on this model alias instead of each prompt's own")
     test.add_argument("--dir", help="prompts folder (PROMPTAPI_PROMPTS_DIR, default ./prompts)")
     test.add_argument(
@@ -545,9 +584,9 @@ def parser() -> argparse.ArgumentParser:
     test.set_defaults(func=cmd_test)
 
     render = sub.add_parser("render", help="render a prompt file's messages for an input, offline")
-    render.add_argument("name")
+    render.add_argument("name", type=_prompt_name)
     render.add_argument("--input", required=True, help="the input as JSON")
-    render.add_argument("--version", type=int)
+    render.add_argument("--version", type=_version)
     render.add_argument("--dir", help="prompts folder (PROMPTAPI_PROMPTS_DIR, default ./prompts)")
     render.set_defaults(func=cmd_render)
 
@@ -564,9 +603,9 @@ def parser() -> argparse.ArgumentParser:
     keys.set_defaults(func=cmd_keys)
 
     diff_ = sub.add_parser("diff", help="what changed between two stored versions of a prompt")
-    diff_.add_argument("name")
-    diff_.add_argument("old", type=int, metavar="FROM")
-    diff_.add_argument("new", type=int, metavar="TO")
+    diff_.add_argument("name", type=_prompt_name)
+    diff_.add_argument("old", type=_version, metavar="FROM")
+    diff_.add_argument("new", type=_version, metavar="TO")
     diff_.add_argument("--json", action="store_true", help="print the structured diff as JSON")
     diff_.set_defaults(func=cmd_diff)
 

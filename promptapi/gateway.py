@@ -699,7 +699,9 @@ class Gateway:
         report = SyncReport(dry_run=dry_run)
         planned: dict[tuple[str, int], str] = {}
         later: list[tuple[str, str, int, str, str]] = []
-        found_files = files.read_all(root)
+        # Reading and parsing the files is bounded (size, no aliases) but still CPU work: in a
+        # child process, off the event loop and the GIL.
+        found_files = await files.read_all_apart(root, self.settings.max_body_bytes)
         clashes = _label_clashes(found_files)
         for found in found_files:
             where = str(found.path)

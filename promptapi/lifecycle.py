@@ -87,8 +87,8 @@ def parse_body(action: str, raw: Any) -> dict[str, Any]:
             errors.append(
                 {
                     "path": "/sunset",
-                    "message": "expected an RFC 3339 date-time with a time zone, "
-                    "e.g. 2031-06-30T23:59:59Z",
+                    "message": "expected an RFC 3339 date-time with a time zone, between "
+                    "years 0001 and 9999 in UTC, e.g. 2031-06-30T23:59:59Z",
                 }
             )
         else:
@@ -99,16 +99,17 @@ def parse_body(action: str, raw: Any) -> dict[str, Any]:
 
 
 def parse_datetime(value: Any) -> datetime | None:
-    """An RFC 3339 date-time with an offset, as UTC; None if it is not one."""
-    if not isinstance(value, str) or len(value) < 20 or value[10:11] not in ("T", "t"):
+    """An RFC 3339 date-time with an offset, as UTC; None if it is not one, or if it is not
+    between years 0001 and 9999 once in UTC (`0001-01-01T00:00:00+14:00` is in year 0)."""
+    if not isinstance(value, str) or not 20 <= len(value) <= 40 or value[10:11] not in "Tt":
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            return None
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.astimezone(UTC)
 
 
 def plan(

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from promptapi import safeyaml
 from promptapi.errors import ConfigError, DefinitionInvalid, PolicyViolation
 from promptapi.prompts import MISSING, check_definition, pointer, resolve
 from promptapi.redos import backtracking_problem
@@ -160,8 +159,8 @@ class Policy:
         if path is None:
             return cls()
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raw = safeyaml.load_file(path, safeyaml.CONFIG_LIMIT, aliases=True)
+        except safeyaml.YAMLProblem as exc:
             raise ConfigError(f"cannot read policy file {path}: {exc}") from None
         problems: list[str] = []
         rules = _parse(raw, problems)

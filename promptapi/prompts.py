@@ -31,10 +31,10 @@ from promptapi.errors import (
     RenderLimitExceeded,
 )
 from promptapi.fastcheck import compile_check
+from promptapi.names import MODEL_PATTERN, NAME_PATTERN, TAG_PATTERN, definition_problems
 from promptapi.samples import sample
 from promptapi.sandbox import BoundedEnvironment, Limits, RenderLimit, Slow, render_many
 
-NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$"
 ROLES = ("system", "user", "assistant")
 FIELDS = (
     "name",
@@ -85,9 +85,9 @@ DEFINITION_SCHEMA: dict[str, Any] = {
             "type": "array",
             "maxItems": 20,
             "uniqueItems": True,
-            "items": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_.-]{0,39}$"},
+            "items": {"type": "string", "pattern": TAG_PATTERN},
         },
-        "model": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"},
+        "model": {"type": "string", "pattern": MODEL_PATTERN},
         "params": {
             "type": "object",
             "additionalProperties": False,
@@ -384,6 +384,9 @@ def _check_definition(
             errors=[{"path": "", "message": "expected an object"}],
         )
     problems = schema_errors(_definition_validator, raw)
+    # Identifiers are matched in full whatever the schema's regex engine makes of `$`.
+    flagged = {p["path"] for p in problems}
+    problems += [p for p in definition_problems(raw) if p["path"] not in flagged]
     # Fields with structural problems are reported as such; every other field is still checked
     # in depth, so one answer lists every problem.
     broken = {p["path"].split("/")[1] for p in problems if p["path"].count("/") >= 1}

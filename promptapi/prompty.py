@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from promptapi.prompts import NAME_PATTERN, template_variables
+from promptapi import names, safeyaml
+from promptapi.prompts import template_variables
 
 PARAMS = (
     "temperature",
@@ -71,9 +70,11 @@ def split(text: str) -> tuple[dict[str, Any], str]:
     for i, line in enumerate(lines[1:], start=1):
         if line.strip() == "---":
             try:
-                meta = yaml.safe_load("".join(lines[1:i])) or {}
-            except yaml.YAMLError as exc:
-                raise PromptyError(f"invalid YAML front matter: {exc}") from None
+                # A blank first line for the opening `---`: problems name the file's lines.
+                meta = safeyaml.loads("\n" + "".join(lines[1:i])) or {}
+            except safeyaml.YAMLProblem as exc:
+                message = str(exc).replace("invalid YAML", "invalid YAML front matter", 1)
+                raise PromptyError(message) from None
             if not isinstance(meta, dict):
                 raise PromptyError("the front matter must be a YAML mapping")
             return meta, "".join(lines[i + 1 :])
@@ -172,7 +173,7 @@ def convert(text: str, *, source: str = "", model: str = "default") -> Converted
     meta, body = split(text)
     notes: list[str] = []
     name = slug(str(meta.get("name") or Path(source).stem or "prompt"))
-    if not re.match(NAME_PATTERN, name):
+    if not names.is_name(name):
         raise PromptyError(f"cannot make a prompt name out of {meta.get('name')!r}")
     chat = messages(body)
 

@@ -36,12 +36,14 @@ class Row:
     problems: tuple[str, ...] = ()
 
 
-def from_files(root: Path, models: Any) -> tuple[list[dict[str, Any]], list[Row]]:
+def from_files(
+    root: Path, models: Any, limit: int = files.DEFAULT_LIMIT
+) -> tuple[list[dict[str, Any]], list[Row]]:
     """The newest valid version of each prompt in the files under `root`, and a failed row for
     each file that is not a valid definition."""
     newest: dict[str, dict[str, Any]] = {}
     broken: list[Row] = []
-    for found in files.read_all(root):
+    for found in files.read_all(root, limit):
         data = found.data if isinstance(found.data, dict) else {}
         # prompts/NAME/1.yaml: a file too broken to name its prompt is named by its folder.
         folder = found.path.parent.name if found.path.parent != root else found.path.stem

@@ -51,7 +51,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from promptapi import lifecycle
 from promptapi.config import explain_database_error
-from promptapi.errors import ConfigError, Conflict, NotFound, RequestInvalid
+from promptapi.errors import (
+    ConfigError,
+    Conflict,
+    MalformedRequest,
+    NotFound,
+    RequestInvalid,
+)
 
 log = logging.getLogger("promptapi.store")
 
@@ -179,6 +185,18 @@ revision = Table(
 )
 
 
+def _driver_data_errors() -> tuple[type[BaseException], ...]:
+    """The raw drivers' exceptions for values the database refuses (not its own failures)."""
+    import sqlite3
+
+    found: list[type[BaseException]] = [sqlite3.DataError, sqlite3.IntegrityError]
+    with contextlib.suppress(ImportError):
+        import asyncpg
+
+        found += [asyncpg.DataError, asyncpg.IntegrityConstraintViolationError]
+    return tuple(found)
+
+
 def async_url(url: str) -> str:
     """Accept plain URLs and pick the async driver."""
     if url.startswith("sqlite://"):
@@ -233,7 +251,24 @@ def create_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30})
         _sqlite_setup(engine)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    event.listen(engine.sync_engine, "before_cursor_execute", _refuse_nul)
+    return engine
+
+
+def _refuse_nul(
+    _conn: Any, _cursor: Any, _statement: str, parameters: Any, _context: Any, executemany: bool
+) -> None:
+    """PostgreSQL text cannot hold NUL, and its driver fails on one: every value is checked at
+    the edge (identifiers, query filters, key names), and this is the net under those checks,
+    so a NUL that slips through is a clear 400 rather than a 500."""
+    for row in parameters if executemany else (parameters,):
+        values = row.values() if isinstance(row, dict) else row or ()
+        if any(isinstance(v, str) and "\x00" in v for v in values):
+            raise MalformedRequest(
+                "A value contains a NUL character, which the database cannot store.",
+                errors=[{"path": "", "message": "NUL (\\u0000) is not allowed here"}],
+            )
 
 
 def _sqlite_setup(engine: AsyncEngine) -> None:
@@ -1045,7 +1080,9 @@ class Store:
             await self._insert_calls(batch)
         except (OperationalError, InterfaceError, OSError):
             raise
-        except (DBAPIError, StatementError):
+        except (DBAPIError, StatementError, OverflowError, *_driver_data_errors()):
+            # OverflowError: an integer SQLite cannot hold; the driver's own data errors (the
+            # raw connection is not wrapped by SQLAlchemy): NUL in text, out-of-range numbers.
             return False
         return True
 
@@ -1067,6 +1104,13 @@ class Store:
                 params.append(tuple(values))
         else:
             params = [tuple(row[c] for c in columns) for row in batch]
+            # PostgreSQL text cannot hold NUL; the model name comes from the upstream's answer.
+            params = [
+                tuple(v.replace("\x00", "\ufffd") if type(v) is str else v for v in row)
+                if any(type(v) is str and "\x00" in v for v in row)
+                else row
+                for row in params
+            ]
         async with self.transaction() as conn:
             raw = await conn.get_raw_connection()
             await raw.driver_connection.executemany(self._insert_calls_sql, params)  # type: ignore[union-attr]

@@ -464,10 +464,11 @@ def test_the_start_up_summary(tmp_path: Path, fake: FakeOpenAI) -> None:
 
 
 def test_keys_create_refuses_an_empty_name(tmp_path: Path) -> None:
-    for name in ("", "   ", "k" * 201):
+    for name in ("", "   ", "k" * 201, "bad\x01name"):
         result = run("keys", "create", name, cwd=tmp_path)
         assert result.stderr == (
-            "promptapi: a key needs a name of 1 to 200 characters, e.g. billing-service\n"
+            "promptapi: a key needs a name of 1 to 200 characters without control characters, "
+            "e.g. billing-service\n"
         )
         assert result.returncode == 2
     assert not (tmp_path / "promptapi.db").exists()

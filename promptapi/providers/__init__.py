@@ -10,8 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from promptapi import names, safeyaml
 from promptapi.config import check_env_var_name, check_http_url
 from promptapi.errors import ConfigError, ProviderUnavailable
 from promptapi.providers.anthropic import AnthropicProvider
@@ -61,7 +60,7 @@ _ALIAS_KEYS = {
 # Keys of the alias only: how the router calls it. Every other key may be overridden per deployment.
 _ROUTING_KEYS = {"retries", "deadline", "backoff", "fallbacks", "circuit", "deployments"}
 _DEPLOYMENT_KEYS = {"name", "weight"}
-_DEPLOYMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:#@-]{0,127}$")
+_DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:#@-]{0,127}")
 
 
 def load_models(
@@ -76,13 +75,18 @@ def load_models(
     models: dict[str, ModelConfig] = {}
     if models_file is not None:
         try:
-            raw = yaml.safe_load(models_file.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
+            raw = safeyaml.load_file(models_file, safeyaml.CONFIG_LIMIT, aliases=True) or {}
+        except safeyaml.YAMLProblem as exc:
             raise ConfigError(f"cannot read models file {models_file}: {exc}") from None
         aliases = raw.get("models") if isinstance(raw, dict) else None
         if not isinstance(aliases, dict):
             raise ConfigError(f"{models_file}: expected a mapping under 'models:'")
         for alias, spec in aliases.items():
+            if not names.is_model(str(alias)):
+                raise ConfigError(
+                    f"{models_file}: models.{str(alias)[:80]!r} is not an alias name: "
+                    f"{names.MODEL_RULE}"
+                )
             models[str(alias)] = _alias_config(str(alias), spec, env, models_file)
     if "default" not in models:
         if openai_api_key or openai_base_url:
@@ -147,7 +151,7 @@ def _deployment(
         raise ConfigError(f"{where}: expected a mapping")
     _mapping(item, where, _ALIAS_KEYS | _DEPLOYMENT_KEYS)
     name = item.get("name", f"{alias}#{index}")
-    if not isinstance(name, str) or not _DEPLOYMENT_NAME.match(name):
+    if not isinstance(name, str) or not _DEPLOYMENT_NAME.fullmatch(name):
         raise ConfigError(f"{where}.name: 1 to 128 letters, digits and _ . : # @ -, got {name!r}")
     weight = _number(item, "weight", where, default=1.0, low=None, high=1e6)
     if weight <= 0:

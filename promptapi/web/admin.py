@@ -3,30 +3,33 @@ logs, audit log, models, sync."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from promptapi import lifecycle
+from promptapi import lifecycle, names
 from promptapi.errors import MalformedRequest, NotFound, RequestInvalid
 from promptapi.gateway import Gateway, SyncReport
-from promptapi.prompts import NAME_PATTERN
 from promptapi.web import auth, views
 from promptapi.web.http import (
     JSON,
+    MAX_VERSION,
+    path_key_id,
+    path_label,
+    path_name,
+    path_version,
     query_bool,
     query_int,
+    query_text,
+    query_time,
     read_json,
     read_optional_json,
     route,
 )
 
 ACTOR = "admin"  # who the audit log names for changes made with the admin credential
-_LABEL = re.compile(NAME_PATTERN)
-MAX_VERSION = 2**31 - 1
 
 
 def _gateway(request: Request) -> Gateway:
@@ -56,7 +59,7 @@ async def create_prompt(request: Request) -> Response:
 async def create_version(request: Request) -> Response:
     gateway = _gateway(request)
     raw = await read_json(request, gateway.settings.max_body_bytes)
-    name = request.path_params["name"]
+    name = path_name(request)
     if isinstance(raw, dict) and raw.setdefault("name", name) != name:
         raise RequestInvalid(
             "The body names another prompt than the URL.",
@@ -75,12 +78,12 @@ async def list_prompts(request: Request) -> Response:
 
 async def get_prompt(request: Request) -> Response:
     gateway = _gateway(request)
-    return JSON(views.detail(gateway.registry, request.path_params["name"], drafts=True))
+    return JSON(views.detail(gateway.registry, path_name(request), drafts=True))
 
 
 async def get_version(request: Request) -> Response:
     gateway = _gateway(request)
-    name, number = request.path_params["name"], request.path_params["version"]
+    name, number = path_name(request), path_version(request)
     for version in gateway.registry.versions(name):
         if version.prompt.version == number:
             return JSON(views.version_detail(version, gateway.registry.labels(name)))
@@ -90,7 +93,7 @@ async def get_version(request: Request) -> Response:
 def _transition(action: str) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         gateway = _gateway(request)
-        name, number = request.path_params["name"], request.path_params["version"]
+        name, number = path_name(request), path_version(request)
         raw = await read_optional_json(request, gateway.settings.max_body_bytes)
         body = lifecycle.parse_body(action, raw)
         warnings: list[dict[str, str]] = []
@@ -106,25 +109,9 @@ def _transition(action: str) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
-def _label_param(request: Request) -> str:
-    label = request.path_params["label"]
-    if not _LABEL.match(label):
-        raise MalformedRequest(
-            f"{label[:80]!r} is not a label name.",
-            errors=[
-                {
-                    "path": "{label}",
-                    "message": "a label is 1-64 lowercase letters, digits, - and _ "
-                    "(starting and ending with a letter or digit)",
-                }
-            ],
-        )
-    return label
-
-
 async def put_label(request: Request) -> Response:
     gateway = _gateway(request)
-    label = _label_param(request)
+    name, label = path_name(request), path_label(request)
     raw = await read_json(request, gateway.settings.max_body_bytes)
     number = raw.get("version") if isinstance(raw, dict) else None
     errors = []
@@ -143,14 +130,13 @@ async def put_label(request: Request) -> Response:
         )
     if errors:
         raise RequestInvalid(f"The label request has {len(errors)} problem(s).", errors=errors)
-    name = request.path_params["name"]
     return JSON(await gateway.set_label(name, label, number, actor=ACTOR))  # type: ignore[arg-type]
 
 
 async def delete_label(request: Request) -> Response:
     gateway = _gateway(request)
-    label = _label_param(request)
-    return JSON(await gateway.delete_label(request.path_params["name"], label, actor=ACTOR))
+    name, label = path_name(request), path_label(request)
+    return JSON(await gateway.delete_label(name, label, actor=ACTOR))
 
 
 async def diff(request: Request) -> Response:
@@ -163,7 +149,7 @@ async def diff(request: Request) -> Response:
             )
     old = query_int(request, "from", 0, low=1, high=MAX_VERSION)
     new = query_int(request, "to", 0, low=1, high=MAX_VERSION)
-    return JSON(gateway.diff(request.path_params["name"], old, new))
+    return JSON(gateway.diff(path_name(request), old, new))
 
 
 def _key_request(raw: Any) -> tuple[str, list[str], bool]:
@@ -173,11 +159,23 @@ def _key_request(raw: Any) -> tuple[str, list[str], bool]:
             "Send a JSON object.", errors=[{"path": "", "message": "expected an object"}]
         )
     name = raw.get("name")
-    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
-        errors.append({"path": "/name", "message": "a name of 1 to 200 characters is required"})
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200 or names.has_control(name):
+        errors.append(
+            {
+                "path": "/name",
+                "message": "a name of 1 to 200 characters without control characters is required",
+            }
+        )
     scopes = raw.get("scopes", ["*"])
-    if not isinstance(scopes, list) or not all(isinstance(s, str) and s for s in scopes):
-        errors.append({"path": "/scopes", "message": "expected a list of non-empty strings"})
+    if not isinstance(scopes, list) or not all(
+        isinstance(s, str) and s and len(s) <= 200 and not names.has_control(s) for s in scopes
+    ):
+        errors.append(
+            {
+                "path": "/scopes",
+                "message": "expected a list of non-empty strings without control characters",
+            }
+        )
     allow_drafts = raw.get("allow_drafts", False)
     if not isinstance(allow_drafts, bool):
         errors.append({"path": "/allow_drafts", "message": "expected true or false"})
@@ -208,12 +206,12 @@ async def list_keys(request: Request) -> Response:
 
 async def get_key(request: Request) -> Response:
     gateway = _gateway(request)
-    return JSON(await gateway.store.get_key(request.path_params["key_id"]))
+    return JSON(await gateway.store.get_key(path_key_id(request)))
 
 
 async def revoke_key(request: Request) -> Response:
     gateway = _gateway(request)
-    return JSON(await gateway.revoke_key(request.path_params["key_id"], actor=ACTOR))
+    return JSON(await gateway.revoke_key(path_key_id(request), actor=ACTOR))
 
 
 async def list_calls(request: Request) -> Response:
@@ -222,8 +220,8 @@ async def list_calls(request: Request) -> Response:
     status = params.get("status")
     calls = await gateway.store.list_calls(
         limit=query_int(request, "limit", 100, low=1, high=1000),
-        prompt=params.get("prompt"),
-        key_id=params.get("key_id"),
+        prompt=query_text(request, "prompt"),
+        key_id=query_text(request, "key_id"),
         status=query_int(request, "status", 0, low=100, high=599) if status is not None else None,
     )
     return JSON({"calls": calls, "pending": gateway.recorder.pending})
@@ -257,20 +255,6 @@ async def get_policy(request: Request) -> Response:
     return JSON(gateway.policy.describe())
 
 
-def _query_time(request: Request, name: str) -> Any:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    parsed = lifecycle.parse_datetime(raw)
-    if parsed is None:
-        message = "expected an RFC 3339 date-time with a time zone, e.g. 2026-01-31T00:00:00Z"
-        raise MalformedRequest(
-            f"Query parameter {name!r} is not a date-time.",
-            errors=[{"path": f"?{name}", "message": message}],
-        )
-    return parsed
-
-
 async def list_audit(request: Request) -> Response:
     gateway = _gateway(request)
     params = request.query_params
@@ -278,12 +262,12 @@ async def list_audit(request: Request) -> Response:
     records, next_cursor = await gateway.store.list_audit(
         limit=query_int(request, "limit", 100, low=1, high=1000),
         cursor=query_int(request, "cursor", 0, low=1, high=2**62) if cursor is not None else None,
-        action=params.get("action"),
-        actor=params.get("actor"),
-        target=params.get("target"),
-        prompt=params.get("prompt"),
-        since=_query_time(request, "since"),
-        until=_query_time(request, "until"),
+        action=query_text(request, "action"),
+        actor=query_text(request, "actor"),
+        target=query_text(request, "target"),
+        prompt=query_text(request, "prompt"),
+        since=query_time(request, "since"),
+        until=query_time(request, "until"),
     )
     return JSON(
         {

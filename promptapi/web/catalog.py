@@ -269,7 +269,7 @@ def _pick_version(registry: Registry, name: str, raw: str | None) -> tuple[Versi
     current = _current(registry, name)
     if raw is None or raw == "":
         return current, False
-    if raw.isascii() and raw.isdigit():
+    if raw.isascii() and raw.isdigit() and len(raw) <= 10:
         for version in _visible_versions(registry, name):
             if version.prompt.version == int(raw):
                 return version, version is not current

@@ -307,6 +307,12 @@ def _path_param(name: str, schema: dict[str, Any], description: str) -> dict[str
     }
 
 
+# Text that names something: no control characters (NUL cannot even be stored). Written as
+# `not` + an unanchored pattern, which every regex engine reads the same way.
+_NO_CONTROL = {"not": {"pattern": "[\u0000-\u001f\u007f-\u009f]"}}
+_FILTER = {"type": "string", "maxLength": 200, **_NO_CONTROL}
+
+
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -401,8 +407,8 @@ def fixed_paths(components: Components, *, anonymous: bool) -> dict[str, dict[st
         "required": [r for r in DEFINITION_SCHEMA["required"] if r != "name"],
     }
     calls_params = [
-        _query("prompt", {"type": "string"}, "Only calls of this prompt."),
-        _query("key_id", {"type": "string"}, "Only calls made with this key."),
+        _query("prompt", _FILTER, "Only calls of this prompt."),
+        _query("key_id", _FILTER, "Only calls made with this key."),
         _query(
             "status",
             {"type": "integer", "minimum": 100, "maximum": 599},
@@ -418,8 +424,17 @@ def fixed_paths(components: Components, *, anonymous: bool) -> dict[str, dict[st
     key_body = {
         "type": "object",
         "properties": {
-            "name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"\S"},
-            "scopes": {"type": "array", "items": {"type": "string", "minLength": 1}},
+            "name": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 200,
+                "pattern": r"\S",
+                **_NO_CONTROL,
+            },
+            "scopes": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "maxLength": 200, **_NO_CONTROL},
+            },
             "allow_drafts": {
                 "type": "boolean",
                 "default": False,
@@ -867,10 +882,10 @@ def lifecycle_paths(c: Components) -> dict[str, dict[str, Any]]:
                     {"type": "integer", "minimum": 1, "maximum": 2**62},
                     "`next_cursor` of the previous page.",
                 ),
-                _query("action", {"type": "string"}, "Only this action, e.g. `label.move`."),
-                _query("actor", {"type": "string"}, "Only changes by this credential."),
-                _query("target", {"type": "string"}, "Only changes to this target."),
-                _query("prompt", {"type": "string"}, "Only changes to this prompt."),
+                _query("action", _FILTER, "Only this action, e.g. `label.move`."),
+                _query("actor", _FILTER, "Only changes by this credential."),
+                _query("target", _FILTER, "Only changes to this target."),
+                _query("prompt", _FILTER, "Only changes to this prompt."),
                 _query("since", when, "From this time on (RFC 3339)."),
                 _query("until", when, "Before this time (RFC 3339)."),
             ],
