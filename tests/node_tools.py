@@ -28,6 +28,8 @@ def tool(name: str) -> Path:
     """The installed tool's executable, or a skip (a failure under CI) naming what is missing."""
     missing = [t for t in ("node", "npm") if shutil.which(t) is None]
     path = NODE_DIR / "node_modules" / ".bin" / name
+    if name == "node" and not missing:
+        return Path(shutil.which("node") or "node")
     if missing:
         why = f"{' and '.join(missing)} not found"
     elif not path.exists():
@@ -39,11 +41,13 @@ def tool(name: str) -> Path:
     pytest.skip(why)
 
 
-def run(name: str, *args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def run(
+    name: str, *args: str, cwd: Path, timeout: float = 180, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(tool(name)), *args],
         cwd=cwd,
-        env=ENV,
+        env={**ENV, **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
