@@ -213,3 +213,20 @@ def test_start_up_warning_names_the_missing_default_alias(make_server, tmp_path,
     assert "no model provider is configured" not in caplog.text
     assert "no 'default'" in caplog.text
     assert "backup, cheap, fast, local, smart" in caplog.text
+
+
+def test_promptapi_lint_reports_the_impossible_combination(
+    tmp_path, monkeypatch, capsys, anthropic
+):
+    from promptapi.cli import main
+
+    models = _models_file(tmp_path, anthropic, params={"thinking": THINKING, "max_tokens": 4096})
+    folder = tmp_path / "lint-prompts"
+    (folder / "thinks").mkdir(parents=True)
+    definition = {**SENTIMENT, "name": "thinks", "version": 1, "model": "claude", "params": {}}
+    (folder / "thinks" / "1.yaml").write_text(yaml.safe_dump(definition), encoding="utf-8")
+    monkeypatch.setenv("PROMPTAPI_MODELS_FILE", str(models))
+    monkeypatch.delenv("PROMPTAPI_POLICY_FILE", raising=False)
+    assert main(["lint", str(folder)]) == 1
+    out = capsys.readouterr()
+    assert "/output_schema" in out.out + out.err and "forced tool call" in out.out + out.err
