@@ -282,11 +282,9 @@ class Gateway:
         self.recorder.start()
         if self.settings.refresh_interval > 0:
             self._refresher = asyncio.create_task(self._refresh_loop(), name="promptapi-refresh")
-        if self.providers.mock_default:
-            log.warning(
-                "no model provider is configured: the 'default' model alias is the mock provider. "
-                "Set OPENAI_API_KEY / OPENAI_BASE_URL or PROMPTAPI_MODELS_FILE."
-            )
+        warning = self.providers.mock_default_warning()
+        if warning:
+            log.warning(warning)
 
     async def aclose(self) -> None:
         # Stop the refresh loop between refreshes, never in the middle of one: a task cancelled

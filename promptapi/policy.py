@@ -10,7 +10,7 @@ and never raises on odd input: it lists every violation, each with a JSON pointe
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 from promptapi import safeyaml
 from promptapi.errors import ConfigError, DefinitionInvalid, PolicyViolation
 from promptapi.prompts import MISSING, check_definition, pointer, resolve
+from promptapi.providers import conflicts
 from promptapi.redos import backtracking_problem
 
 SEVERITIES = ("error", "warning")
@@ -252,6 +253,11 @@ def review(
         definition = check_definition(raw, models=models, require_version=require_version)
     except DefinitionInvalid as exc:
         return Review(None, list(exc.errors or []), violations)
+    if isinstance(models, Mapping):
+        # What the alias's provider would refuse on every call (e.g. thinking with a forced tool).
+        refused = conflicts(models, definition)
+        if refused:
+            return Review(None, refused, violations)
     return Review(definition, [], violations)
 
 

@@ -1,9 +1,10 @@
 """Fake Anthropic Messages and Gemini upstreams on loopback sockets, with scripted behaviours.
 
-Like the fake OpenAI upstream (tests/fakes.py), each checks every request's body, headers and
-query against a contract written from the provider's official documentation
-(tests/contracts/*.json), checks every answer it builds against the same contract, and keeps
-any violation in `violations` for the tests to assert there are none.
+Like the fake OpenAI upstream (tests/fakes.py), each checks every request body against the
+provider's official SDK's request types and parses every answer it builds with the SDK's
+response models (tests/sdk_contract.py); headers, query and what the SDK has no type for are
+checked against contracts written from the official documentation (tests/contracts/*.json).
+Any violation is kept in `violations` for the tests to assert there are none.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests import contract
+from tests import contract, sdk_contract
 from tests.fakes import Behaviour, FakeOpenAI, write_split
 
 LEAK = "fake failure sk-secret-in-upstream-message"
@@ -36,12 +37,19 @@ class ProviderBehaviour(Behaviour):
 
 class _ContractFake(FakeOpenAI):
     contract_name = ""
+    provider = ""
 
     def check(self, definition: str, instance: Any, what: str) -> None:
         self.violations.extend(
             f"{what} {v}"
             for v in contract.provider_problems(self.contract_name, definition, instance)
         )
+
+    def check_request(self, body: Any) -> None:
+        self.violations.extend(sdk_contract.request_problems(self.provider, body))
+
+    def check_answer(self, kind: str, data: Any) -> None:
+        self.violations.extend(sdk_contract.answer_problems(self.provider, kind, data))
 
     async def _receive(self, request: web.Request) -> tuple[dict[str, Any], ProviderBehaviour]:
         raw = await request.read()
@@ -92,6 +100,7 @@ _ANTHROPIC_ERRORS = {
 
 class FakeAnthropic(_ContractFake):
     contract_name = "anthropic-messages"
+    provider = "anthropic"
 
     @property
     def base_url(self) -> str:
@@ -107,12 +116,12 @@ class FakeAnthropic(_ContractFake):
     def error(self, behaviour: ProviderBehaviour) -> dict[str, Any]:
         kind = behaviour.error_type or _ANTHROPIC_ERRORS.get(behaviour.status, "api_error")
         body = {"type": "error", "error": {"type": kind, "message": LEAK}, "request_id": "req_1"}
-        self.check("ErrorResponse", body, "error")
+        self.check_answer("error", body)
         return body
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body, behaviour = await self._receive(request)
-        self.check("CreateMessageRequest", body, "request")
+        self.check_request(body)
         if behaviour.status != 200:
             return await self.answer(request, behaviour, self.error(behaviour))
         choice = body.get("tool_choice") or {}
@@ -129,7 +138,7 @@ class FakeAnthropic(_ContractFake):
         else:
             block = {"type": "text", "text": behaviour.content or ""}
         message = self.message(behaviour, [block], tool)
-        self.check("Message", message, "response")
+        self.check_answer("answer", message)
         return await self.answer(request, behaviour, message)
 
     def message(
@@ -192,7 +201,7 @@ class FakeAnthropic(_ContractFake):
             ]
         wire: list[bytes] = []
         for event in events:
-            self.check("StreamEvent", event, "event")
+            self.check_answer("event", event)
             data = json.dumps(event, ensure_ascii=False)
             wire.append(f"event: {event['type']}\ndata: {data}\n\n".encode())
         return await self.sse(request, behaviour, wire)
@@ -212,6 +221,7 @@ _GEMINI_STATUS = {
 
 class FakeGemini(_ContractFake):
     contract_name = "gemini-generate-content"
+    provider = "gemini"
 
     @property
     def base_url(self) -> str:
@@ -244,7 +254,10 @@ class FakeGemini(_ContractFake):
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body, behaviour = await self._receive(request)
-        self.check("GenerateContentRequest", body, "request")
+        self.check_request(body)
+        config = body.get("generationConfig") if isinstance(body, dict) else None
+        if isinstance(config, dict) and "responseJsonSchema" in config:
+            self.check("ResponseJsonSchema", config["responseJsonSchema"], "request")
         self.check("RequestQuery", dict(request.query), "request query")
         model, _, method = request.match_info["target"].partition(":")
         if method not in ("generateContent", "streamGenerateContent") or not model:
@@ -256,7 +269,7 @@ class FakeGemini(_ContractFake):
                 self.violations.append("streamGenerateContent without alt=sse")
             return await self._stream(request, behaviour)
         response = self.response(behaviour, behaviour.content, final=True)
-        self.check("GenerateContentResponse", response, "response")
+        self.check_answer("answer", response)
         return await self.answer(request, behaviour, response)
 
     def response(
@@ -301,6 +314,6 @@ class FakeGemini(_ContractFake):
             chunks.append(self.response(behaviour, pieces[-1], final=True))
         wire: list[bytes] = []
         for chunk in chunks:
-            self.check("GenerateContentResponse", chunk, "chunk")
+            self.check_answer("chunk", chunk)
             wire.append(b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\r\n\r\n")
         return await self.sse(request, behaviour, wire)

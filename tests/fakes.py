@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests import contract
+from tests import contract, sdk_contract
 
 
 @dataclass
@@ -177,6 +177,7 @@ class FakeOpenAI:
         self.violations.extend(
             f"request {v}" for v in contract.problems("CreateChatCompletionRequest", body)
         )
+        self.violations.extend(sdk_contract.request_problems("openai", body))
         behaviour = self.script.popleft() if self.script else self.default
         # Made on arrival, so a straggler from an earlier test never lands in a later one's list.
         entry: dict[str, Any] = {
@@ -216,6 +217,7 @@ class FakeOpenAI:
             self.violations.extend(
                 f"response {v}" for v in contract.problems("CreateChatCompletionResponse", answer)
             )
+            self.violations.extend(sdk_contract.answer_problems("openai", "answer", answer))
             payload = json.dumps(answer).encode()
         return await self.send(request, behaviour, payload)
 
@@ -287,6 +289,7 @@ class FakeOpenAI:
         self.violations.extend(
             f"chunk {v}" for v in contract.problems("CreateChatCompletionStreamResponse", event)
         )
+        self.violations.extend(sdk_contract.answer_problems("openai", "chunk", event))
         await out.write(b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n")
 
     def add_routes(self, app: web.Application) -> None:

@@ -21,6 +21,7 @@ from promptapi.errors import (
 )
 from promptapi.providers import ADAPTERS, CompletionRequest, ModelConfig, Provider, Timeouts
 from promptapi.providers.gemini import response_json_schema, response_schema
+from tests import sdk_contract
 from tests.conftest import SENTIMENT, UPSTREAM_KEY
 from tests.fake_providers import ProviderBehaviour as B
 from tests.helpers import SECRETS
@@ -37,6 +38,7 @@ def make(kind: str, base_url: str, **overrides: Any) -> Provider:
             "anthropic": "claude-sonnet-4-5",
             "gemini": "gemini-2.5-flash",
             "azure": "gpt-4o-mini",
+            "openai": "gpt-4o-mini",
         }[kind],
         "base_url": base_url,
         "api_key": UPSTREAM_KEY,
@@ -85,7 +87,10 @@ def assert_clean(caplog: pytest.LogCaptureFixture, error: PromptAPIError | None 
 
 async def test_anthropic_maps_messages_params_and_headers(anthropic):
     anthropic.default = B(content="Bonjour", usage=(12, 3), model="claude-sonnet-4-5-20250929")
-    provider = make("anthropic", anthropic.base_url, params={"top_k": 5, "temperature": 0.2})
+    native = {"metadata": {"user_id": "u-1"}, "service_tier": "auto"}
+    provider = make(
+        "anthropic", anthropic.base_url, params={**native, "top_k": 5, "temperature": 0.2}
+    )
     messages = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Hello"},
@@ -115,13 +120,13 @@ async def test_anthropic_maps_messages_params_and_headers(anthropic):
             {"role": "assistant", "content": "Hi"},
             {"role": "user", "content": "Say hello\n\nnow"},
         ],
-        "top_k": 5,
-        "temperature": 1.0,
-        "top_p": 0.9,
+        # The current Messages API has no temperature, top_p or top_k: they are dropped.
+        **native,
         "stop_sequences": ["END"],
     }
     assert sent["headers"]["x-api-key"] == UPSTREAM_KEY
-    assert sent["headers"]["anthropic-version"] == "2023-06-01"
+    # The official SDK's version by default (an alias's api_version overrides it, below).
+    assert sent["headers"]["anthropic-version"] == sdk_contract.ANTHROPIC_VERSION
     assert "authorization" not in sent["headers"]
     assert completion.text == "Bonjour"
     assert (completion.input_tokens, completion.output_tokens) == (12, 3)
@@ -421,12 +426,11 @@ def test_gemini_openapi_schema_inlines_refs_and_maps_null():
         assert line["type"] == "OBJECT"
         line, depth = line["properties"]["next"], depth + 1
     assert depth == 8  # a cycle is cut after a few levels
-    from tests.contract import provider_problems
-
-    assert (
-        provider_problems("gemini-generate-content", "ResponseSchema", response_schema(schema))
-        == []
-    )
+    body = {
+        "contents": [{"role": "user", "parts": [{"text": "x"}]}],
+        "generationConfig": {"responseSchema": response_schema(schema)},
+    }
+    assert sdk_contract.request_problems("gemini", body) == []
 
 
 async def test_gemini_skips_thoughts_and_bills_thinking_tokens_as_output(gemini):
@@ -629,24 +633,31 @@ async def test_trickling_body_hits_the_deadline(upstream_for, kind):
 
 
 def test_contracts_catch_what_the_providers_would_refuse():
+    """The SDK contracts are not vacuous: each refuses what its API refuses."""
     from tests.contract import provider_problems
 
     def anthropic(body: dict[str, Any]) -> list[str]:
-        return provider_problems("anthropic-messages", "CreateMessageRequest", body)
+        return sdk_contract.request_problems("anthropic", body)
 
     def gemini(body: dict[str, Any]) -> list[str]:
-        return provider_problems("gemini-generate-content", "GenerateContentRequest", body)
+        return sdk_contract.request_problems("gemini", body)
+
+    def openai(body: dict[str, Any]) -> list[str]:
+        return sdk_contract.request_problems("openai", body)
 
     good = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
     assert anthropic(good) == []
+    assert anthropic({**good, "stream": True}) == []
     assert anthropic({k: v for k, v in good.items() if k != "max_tokens"})
     assert anthropic({**good, "presence_penalty": 0.1})
-    assert anthropic({**good, "messages": [{"role": "system", "content": "x"}]})
-    assert anthropic({**good, "temperature": 1.5})
-    assert anthropic({**good, "tools": [{"name": "t", "input_schema": {"type": "array"}}]})
+    assert anthropic({**good, "temperature": 0.5})  # the current API has no sampling params
+    assert anthropic({**good, "top_p": 0.5})
+    assert anthropic({**good, "messages": [{"role": "robot", "content": "x"}]})
+    assert anthropic({**good, "stop_sequences": "END"})
+    assert anthropic({**good, "tool_choice": {"type": "tool"}})
     headers = {
         "x-api-key": "k",
-        "anthropic-version": "2023-06-01",
+        "anthropic-version": sdk_contract.ANTHROPIC_VERSION,
         "content-type": "application/json",
     }
     assert provider_problems("anthropic-messages", "RequestHeaders", headers) == []
@@ -654,15 +665,29 @@ def test_contracts_catch_what_the_providers_would_refuse():
         "anthropic-messages", "RequestHeaders", {**headers, "authorization": "Bearer k"}
     )
 
+    good = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    assert openai({**good, "max_completion_tokens": 5}) == []
+    assert openai({**good, "top_k": 5})
+    assert openai({**good, "messages": [{"role": "robot", "content": "x"}]})
+    assert openai({**good, "response_format": {"type": "json_schema", "json_schema": {}}})
+    assert openai({**good, "stream": True, "stream_options": {"usage": True}})
+
     good = {"contents": [{"role": "user", "parts": [{"text": "x"}]}]}
     assert gemini(good) == []
-    assert gemini({"contents": [{"role": "assistant", "parts": [{"text": "x"}]}]})
+    assert gemini({"contents": [{"role": "user", "parts": [{"txt": "x"}]}]})
     assert gemini({**good, "generationConfig": {"max_tokens": 5}})
-    assert gemini({**good, "generationConfig": {"responseJsonSchema": {"type": "object"}}})
-    schema = {"type": "string", "minLength": 1}
-    config = {"responseMimeType": "application/json", "responseJsonSchema": schema}
-    assert gemini({**good, "generationConfig": config})
+    assert gemini({**good, "generation_config": {"maxOutputTokens": 5}})
+    assert gemini({**good, "generationConfig": {"responseSchema": {"type": "STRING", "x": 1}}})
+    assert gemini({**good, "temperature": 0.5})
     assert provider_problems("gemini-generate-content", "RequestQuery", {"key": "k"})
+    schema = {"type": "string", "minLength": 1}
+    assert provider_problems("gemini-generate-content", "ResponseJsonSchema", schema)
+
+    # Answers: a field the SDK's model does not know, or a missing one, is a problem.
+    assert sdk_contract.answer_problems("anthropic", "event", {"type": "ping", "x": 1})
+    assert sdk_contract.answer_problems("anthropic", "answer", {"type": "message"})
+    assert sdk_contract.answer_problems("openai", "chunk", {"id": "c", "choices": "no"})
+    assert sdk_contract.answer_problems("gemini", "answer", {"candidates": [{"finish": "STOP"}]})
 
 
 # -- the SSE reader -------------------------------------------------------------------------

@@ -517,3 +517,73 @@ def test_api_docs_load_with_the_network_cut_off(site: Server, page: Any) -> None
     page.goto(site.url + "/")
     page.get_by_role("link", name="API reference").click()
     page.wait_for_url(site.url + "/docs")
+
+
+def _line_boxes(page: Any, selector: str) -> list[dict[str, Any]]:
+    """Per element: its text and the boxes of the lines it is laid out in."""
+    return page.eval_on_selector_all(
+        selector,
+        """els => els.filter(e => e.offsetParent !== null).map(e => {
+            const range = document.createRange();
+            range.selectNodeContents(e);
+            const rects = [...range.getClientRects()].filter(r => r.width > 0);
+            const tops = new Set(rects.map(r => Math.round(r.top)));
+            return {text: e.textContent, lines: tops.size,
+                    rects: rects.map(r => ({x: r.left, y: r.top, w: r.width, h: r.height}))};
+        })""",
+    )
+
+
+def _overlap(a: dict[str, float], b: dict[str, float]) -> bool:
+    return (
+        a["x"] < b["x"] + b["w"]
+        and b["x"] < a["x"] + a["w"]
+        and (a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"])
+    )
+
+
+def test_api_docs_read_well_on_a_phone(site: Server, page: Any) -> None:
+    """At phone width an operation id is never squeezed into a column a few letters wide, and
+    the cURL command shows its whole URL with the copy button over none of it."""
+    page.set_viewport_size({"width": 375, "height": 740})
+    page.goto(site.url + "/docs")
+    page.locator(".opblock").first.wait_for()
+    ids = _line_boxes(page, ".opblock-summary-operation-id")
+    assert len(ids) > 10
+    squeezed = [i["text"] for i in ids if i["lines"] > 1]
+    assert squeezed == [], f"operation ids wrapped over several lines: {squeezed}"
+    op = page.locator("#operations-prompts-call_greeting")
+    op.scroll_into_view_if_needed()
+    shoot(page, "docs-phone")
+    op.locator(".opblock-summary").click()
+    op.locator(".execute").click()
+    curl = op.locator(".curl-command")
+    curl.wait_for()
+    curl.scroll_into_view_if_needed()
+    shoot(page, "docs-phone-curl")
+    code = curl.locator("code")
+    text = code.inner_text()
+    assert f"{site.url}/v1/prompts/greeting" in text.replace("\n", ""), text
+    # The command wraps: nothing hides off to the side of its box.
+    assert code.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), "the cURL command scrolls"
+    button = curl.locator(".copy-to-clipboard").bounding_box()
+    assert button is not None
+    box = {"x": button["x"], "y": button["y"], "w": button["width"], "h": button["height"]}
+    (lines,) = _line_boxes(page, "#operations-prompts-call_greeting .curl-command code")
+    covered = [r for r in lines["rects"] if _overlap(box, r)]
+    assert covered == [], f"the copy button covers the command: {covered}"
+
+
+def test_try_it_key_field_asks_for_a_consumer_key_on_a_phone(site: Server, page: Any) -> None:
+    from promptapi.keys import ADMIN_TOKEN_PREFIX, KEY_PREFIX
+    from tests.helpers import ENVELOPE_FIELDS
+
+    page.set_viewport_size({"width": 375, "height": 740})
+    page.goto(site.url + "/prompts/greeting")
+    placeholder = page.locator("#api-key").get_attribute("placeholder") or ""
+    assert placeholder.startswith(KEY_PREFIX) and ADMIN_TOKEN_PREFIX not in placeholder
+    # The note on the answer names every field of the envelope.
+    note = page.locator("p", has_text="Every answer is an envelope").inner_text()
+    missing = [field for field in sorted(ENVELOPE_FIELDS) if field not in note]
+    assert missing == [], f"the envelope note omits {missing}"
+    shoot(page, "prompt-phone-key")

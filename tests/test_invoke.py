@@ -184,7 +184,7 @@ def test_call_with_output_schema_returns_parsed_object(server, client, fake):
         {"role": "user", "content": "great movie"},
     ]
     assert sent["body"]["temperature"] == 0
-    assert sent["body"]["max_tokens"] == 50
+    assert sent["body"]["max_completion_tokens"] == 50  # the current name (max_tokens_field)
     response_format = sent["body"]["response_format"]
     assert response_format["type"] == "json_schema"
     assert response_format["json_schema"]["schema"] == SENTIMENT["output_schema"]

@@ -410,10 +410,19 @@ def test_document_is_valid_openapi_31_and_types_each_prompt_exactly(
         )
         assert op["description"].startswith(definition["description"].strip() or "Calls the prompt")
         assert op["security"] == [{"consumerKey": []}]
-        # Streaming: `?stream=true`, and each server-sent event typed.
-        assert any(p["name"] == "stream" for p in op["parameters"])
-        events = op["responses"]["200"]["content"]["text/event-stream"]["schema"]["oneOf"]
+        # The JSON operation answers JSON only, so a generated client reads its 200 as it is;
+        # streaming is its own operation on its own path, each server-sent event typed.
+        assert list(op["responses"]["200"]["content"]) == ["application/json"]
+        assert "/stream" in op["description"]
+        streamed = doc["paths"][f"/v1/prompts/{name}/stream"]["post"]
+        assert streamed["operationId"] == op["operationId"].replace("call_", "stream_", 1)
+        assert streamed["requestBody"] == op["requestBody"]
+        assert list(streamed["responses"]["200"]["content"]) == ["text/event-stream"]
+        events = streamed["responses"]["200"]["content"]["text/event-stream"]["schema"]["oneOf"]
         assert [e["properties"]["event"]["const"] for e in events] == ["delta", "done", "error"]
+        assert all(e["required"] == ["event", "data"] for e in events)
+        done = events[1]["properties"]["data"]["contentSchema"]
+        assert done == op["responses"]["200"]["content"]["application/json"]["schema"]
         # The request body is the prompt's input schema, its $defs moved into components.
         body = op["requestBody"]["content"]["application/json"]
         root, _ = component(doc, body["schema"])
@@ -674,6 +683,8 @@ def test_cli_prints_the_same_document_as_the_server(
     assert main(["openapi", "--output", str(out), "--server", "https://prompts.example"]) == 0
     written = json.loads(out.read_text())
     assert written.pop("servers") == [{"url": "https://prompts.example"}]
+    # The server names itself as it was reached; the CLI only when told.
+    assert served.pop("servers") == [{"url": mock_server.url}]
     assert written == served
     capsys.readouterr()
     assert main(["openapi"]) == 0
@@ -740,3 +751,68 @@ def test_lifecycle_shows_in_the_document(mock_server: Server) -> None:
     )
     documented(doc, "/admin/v1/audit", "get", admin.get("/admin/v1/audit?limit=5"))
     validate(doc)
+
+
+@sqlite_only
+def test_servers_names_the_server_as_it_was_reached(make_server: Callable[..., Server]) -> None:
+    forwarded = {
+        "X-Forwarded-Host": "api.example.com",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Prefix": "/prompts",
+    }
+    direct = make_server(openai_base_url=None, openai_api_key=None)
+    doc = direct.client.get("/openapi.json")
+    assert doc.json()["servers"] == [{"url": direct.url}]
+    assert "X-Forwarded-Host" in doc.headers["vary"]
+    # Without a trusted proxy (PROMPTAPI_FORWARDED_ALLOW_IPS unset) X-Forwarded-* is ignored:
+    # anyone can send those headers.
+    spoofed = direct.client.get("/openapi.json", headers=forwarded).json()["servers"]
+    assert spoofed[0]["url"].endswith(f"127.0.0.1:{direct.port}")
+    host = direct.client.get("/openapi.json", headers={"Host": "other.example:8443"})
+    assert host.json()["servers"] == [{"url": "http://other.example:8443"}]
+    assert host.headers["etag"] != doc.headers["etag"]
+
+    proxied = make_server(
+        openai_base_url=None, openai_api_key=None, forwarded_allow_ips="127.0.0.1"
+    )
+    servers = proxied.client.get("/openapi.json", headers=forwarded).json()["servers"]
+    assert servers == [{"url": "https://api.example.com/prompts"}]
+    # Values that are not a plain scheme, host or path are ignored.
+    hostile = {
+        "X-Forwarded-Host": "evil.example/<script>",
+        "X-Forwarded-Proto": "javascript",
+        "X-Forwarded-Prefix": "//evil.example",
+    }
+    servers = proxied.client.get("/openapi.json", headers=hostile).json()["servers"]
+    assert servers == [{"url": proxied.url}]
+    # An ETag names one document: a different server is a different tag.
+    tags = {proxied.client.get("/openapi.json", headers=h).headers["etag"] for h in ({}, forwarded)}
+    assert len(tags) == 2
+
+
+@sqlite_only
+def test_streaming_has_its_own_path_and_the_old_ways_still_stream(mock_server: Server) -> None:
+    from tests.test_stream import stream
+
+    register(mock_server, simple("echo"))
+    with mock_server.consumer() as client:
+        for path, headers, params in [
+            ("/v1/prompts/echo/stream", {}, None),  # no Accept needed on the stream path
+            ("/v1/prompts/echo/versions/1/stream", {}, None),
+            ("/v1/prompts/echo", {"Accept": "text/event-stream"}, None),
+            ("/v1/prompts/echo", {}, {"stream": "true"}),
+        ]:
+            response, events = stream(client, path, {"text": "hi"}, headers=headers, params=params)
+            assert response.status_code == 200, response.text
+            assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+            assert [name for name, _ in events if name != "delta"] == ["done"], events
+            done = events[-1][1]
+            assert done["prompt"] == {"name": "echo", "version": 1}
+        # The JSON path answers JSON without them, as its operation documents.
+        plain, events = stream(client, "/v1/prompts/echo", {"text": "hi"}, headers={})
+        assert plain.headers["content-type"] == "application/json" and events == []
+        # Errors before the stream starts are problems, on the stream path too.
+        bad, _ = stream(client, "/v1/prompts/echo/stream", {"wrong": 1}, headers={})
+        assert_problem(bad, 422, "input_invalid")
+        missing, _ = stream(client, "/v1/prompts/nope/stream", {"text": "hi"}, headers={})
+        assert_problem(missing, 404)

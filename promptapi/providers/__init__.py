@@ -13,6 +13,7 @@ from typing import Any
 from promptapi import names, safeyaml
 from promptapi.config import check_env_var_name, check_http_url
 from promptapi.errors import ConfigError, ProviderUnavailable
+from promptapi.providers import anthropic
 from promptapi.providers.anthropic import AnthropicProvider
 from promptapi.providers.base import (
     Backoff,
@@ -43,7 +44,9 @@ ADAPTERS: dict[str, Callable[[ModelConfig], Provider]] = {
 _PROVIDER_KEYS = {
     "deployment": ("azure",),
     "api_version": ("azure", "anthropic", "gemini"),
+    "max_tokens_field": ("openai", "azure"),
 }
+MAX_TOKENS_FIELDS = ("max_completion_tokens", "max_tokens")
 _ALIAS_KEYS = {
     "provider",
     "model",
@@ -56,10 +59,13 @@ _ALIAS_KEYS = {
     "headers",
     "deployment",
     "api_version",
+    "max_tokens_field",
 }
 # Keys of the alias only: how the router calls it. Every other key may be overridden per deployment.
 _ROUTING_KEYS = {"retries", "deadline", "backoff", "fallbacks", "circuit", "deployments"}
 _DEPLOYMENT_KEYS = {"name", "weight"}
+# The 'default' alias when neither a models file nor OPENAI_* names one.
+IMPLICIT_DEFAULT = ModelConfig(alias="default", provider="mock", model="mock")
 _DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:#@-]{0,127}")
 
 
@@ -99,7 +105,7 @@ def load_models(
                 api_key=openai_api_key,
             )
         else:
-            models["default"] = ModelConfig(alias="default", provider="mock", model="mock")
+            models["default"] = IMPLICIT_DEFAULT
     models.setdefault("mock", ModelConfig(alias="mock", provider="mock", model="mock"))
     _check_routing(models, models_file)
     return models
@@ -311,6 +317,11 @@ def _model_config(
             f"{where}.structured_output: json_schema, json_object or none "
             "(gemini also takes response_schema)"
         )
+    max_tokens_field = spec.get("max_tokens_field", MAX_TOKENS_FIELDS[0])
+    if max_tokens_field not in MAX_TOKENS_FIELDS:
+        raise ConfigError(
+            f"{where}.max_tokens_field: {' or '.join(MAX_TOKENS_FIELDS)}, got {max_tokens_field!r}"
+        )
     try:
         return ModelConfig(
             alias=alias,
@@ -331,6 +342,7 @@ def _model_config(
             headers={str(k): str(v) for k, v in (spec.get("headers") or {}).items()},
             deployment=_optional_str(spec.get("deployment")),
             api_version=_optional_str(spec.get("api_version")),
+            max_tokens_field=max_tokens_field,
         )
     except (TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
@@ -344,6 +356,39 @@ def _optional_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+# Per provider: what its API would refuse for a prompt's params and output schema.
+CONFLICTS: dict[
+    str, Callable[[ModelConfig, dict[str, Any], dict[str, Any] | None], list[tuple[str, str]]]
+] = {"anthropic": anthropic.conflicts}
+
+
+def conflicts(
+    models: Mapping[str, ModelConfig], definition: Mapping[str, Any]
+) -> list[dict[str, str]]:
+    """Problems (JSON pointer + message) of a checked definition that every deployment of its
+    model alias, and of the aliases it falls back to, would refuse: found at registration rather
+    than on every call."""
+    params = definition.get("params") or {}
+    schema = definition.get("output_schema")
+    problems: list[dict[str, str]] = []
+    pending = [definition.get("model", "default")]
+    seen: set[str] = set()
+    while pending:
+        alias = pending.pop(0)
+        config = models.get(alias)
+        if alias in seen or config is None:
+            continue
+        seen.add(alias)
+        for deployment in config.deployments:
+            check = CONFLICTS.get(deployment.config.provider)
+            for path, message in check(deployment.config, params, schema) if check else ():
+                problem = {"path": path, "message": message}
+                if problem not in problems:
+                    problems.append(problem)
+        pending.extend(config.routing.fallbacks)
+    return problems
+
+
 class Providers:
     """One provider instance (and so one pooled HTTP client) per deployment of a model alias."""
 
@@ -354,6 +399,24 @@ class Providers:
     @property
     def mock_default(self) -> bool:
         return self.models["default"].provider == "mock"
+
+    def mock_default_warning(self) -> str | None:
+        """The start-up warning while the 'default' alias is the mock, naming what is missing."""
+        if not self.mock_default:
+            return None
+        configured = sorted(a for a in self.models if a not in ("default", "mock"))
+        if configured and self.models["default"] is IMPLICIT_DEFAULT:
+            return (
+                f"the models file defines model aliases ({', '.join(configured)}) but no "
+                "'default': prompts that name no model, and the 'default' alias, use the mock "
+                "provider. Add a 'default' alias to PROMPTAPI_MODELS_FILE."
+            )
+        if self.models["default"] is not IMPLICIT_DEFAULT:
+            return "the models file makes the 'default' model alias the mock provider."
+        return (
+            "no model provider is configured: the 'default' model alias is the mock provider. "
+            "Set OPENAI_API_KEY / OPENAI_BASE_URL or PROMPTAPI_MODELS_FILE."
+        )
 
     def config(self, alias: str) -> ModelConfig:
         config = self.models.get(alias)
@@ -387,5 +450,6 @@ __all__ = [
     "Providers",
     "StreamDelta",
     "Timeouts",
+    "conflicts",
     "load_models",
 ]

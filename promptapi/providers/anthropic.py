@@ -1,10 +1,12 @@
 """Anthropic Messages (POST /v1/messages).
 
 System messages become the top-level `system`; `max_tokens` is required, so it comes from the
-prompt's params, else the alias's params, else DEFAULT_MAX_TOKENS. Structured output is a
-forced tool call: the tool's `input_schema` is the prompt's output schema, and the tool_use
+prompt's params, else the alias's params, else DEFAULT_MAX_TOKENS. The current Messages API has
+no sampling parameters (`temperature`, `top_p`, `top_k`): they are dropped. Structured output is
+a forced tool call: the tool's `input_schema` is the prompt's output schema, and the tool_use
 block's `input` is the answer (serialised to JSON text). A schema that is not an object is
-wrapped as the one property `value` of an object, since tool inputs must be objects.
+wrapped as the one property `value` of an object, since tool inputs must be objects. A forced
+tool call does not work with thinking: `conflicts` reports that combination at registration.
 """
 
 from __future__ import annotations
@@ -31,13 +33,16 @@ from promptapi.providers.http import (
 
 log = logging.getLogger("promptapi.providers")
 
-ANTHROPIC_VERSION = "2023-06-01"
+ANTHROPIC_VERSION = "2026-10-21"  # the official SDK's; an alias's api_version overrides it
 DEFAULT_MAX_TOKENS = 1024
 WRAPPED = "value"
 _TOOL_NAME = re.compile(r"[^a-zA-Z0-9_-]")
-# OpenAI-style params with no Messages equivalent; anything else unknown is passed through
-# as a native Messages parameter (top_k, metadata, thinking, ...).
+# OpenAI-style params and sampling params the current Messages API refuses; anything else
+# unknown is passed through as a native Messages parameter (metadata, thinking, ...).
 _DROPPED = {
+    "temperature",
+    "top_p",
+    "top_k",
     "presence_penalty",
     "frequency_penalty",
     "seed",
@@ -88,6 +93,42 @@ def _tool_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return wrapped
 
 
+def conflicts(
+    config: ModelConfig, params: dict[str, Any], output_schema: dict[str, Any] | None
+) -> list[tuple[str, str]]:
+    """What the Messages API would refuse for a prompt (its params and output schema) on this
+    alias: (JSON pointer into the definition, message) pairs. Thinking is set on the alias."""
+    merged = {**config.params, **params}
+    thinking = merged.get("thinking")
+    thinking = thinking if isinstance(thinking, dict) else {}
+    found: list[tuple[str, str]] = []
+    forced_tool = output_schema is not None and config.structured_output == "json_schema"
+    if thinking.get("type", "disabled") != "disabled" and forced_tool:
+        found.append(
+            (
+                "/output_schema",
+                f"model alias {config.alias!r} (anthropic) thinks, and it answers an output "
+                "schema with a forced tool call, which does not work with thinking: use an "
+                "alias without thinking, or one with structured_output: json_object or none",
+            )
+        )
+    budget = thinking.get("budget_tokens")
+    max_tokens = DEFAULT_MAX_TOKENS
+    for key, value in merged.items():
+        if key in ("max_tokens", "max_completion_tokens"):
+            max_tokens = value  # the last one wins, as in the body
+    if isinstance(budget, int) and isinstance(max_tokens, int) and budget >= max_tokens:
+        where = "/params/max_tokens" if "max_tokens" in params else "/model"
+        found.append(
+            (
+                where,
+                f"model alias {config.alias!r} (anthropic) has thinking.budget_tokens {budget}, "
+                f"which must be less than max_tokens ({max_tokens})",
+            )
+        )
+    return found
+
+
 class AnthropicProvider:
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
@@ -126,9 +167,6 @@ class AnthropicProvider:
                 body["max_tokens"] = value
             elif key == "stop":
                 body["stop_sequences"] = stop_list(value)
-            elif key == "temperature":
-                # Messages allows 0..1; OpenAI-style prompts may say up to 2.
-                body["temperature"] = min(value, 1) if isinstance(value, int | float) else value
             elif key not in _DROPPED:
                 body[key] = value
         name = self.tool_name(request)

@@ -75,6 +75,7 @@ class ModelConfig:
     headers: dict[str, str] = field(default_factory=dict)
     deployment: str | None = None  # azure: the deployment name (defaults to model)
     api_version: str | None = None  # azure api-version, anthropic-version, gemini v1beta/v1
+    max_tokens_field: str = "max_completion_tokens"  # openai, azure: or max_tokens (older servers)
     routing: Routing = field(default_factory=Routing)
 
     @property
@@ -112,6 +113,7 @@ class ModelConfig:
             "structured_output": self.structured_output,
             "deployment": self.deployment,
             "api_version": self.api_version,
+            "max_tokens_field": self.max_tokens_field,
             "retries": self.routing.retries,
             "deadline": self.routing.deadline,
             "backoff": {"base": self.routing.backoff.base, "max": self.routing.backoff.max},

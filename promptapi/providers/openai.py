@@ -16,6 +16,7 @@ from promptapi.providers.http import NOT_AN_ANSWER, HTTPClient, declined, malfor
 
 _SCHEMA_NAME = re.compile(r"[^a-zA-Z0-9_-]")
 AZURE_API_VERSION = "2024-10-21"
+_MAX_TOKENS = ("max_tokens", "max_completion_tokens")
 
 
 class OpenAIProvider:
@@ -40,7 +41,12 @@ class OpenAIProvider:
     def body(self, request: CompletionRequest, *, stream: bool = False) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.config.model, "messages": request.messages}
         for key, value in {**self.config.params, **request.params}.items():
-            body[key] = value
+            if key in _MAX_TOKENS:
+                # The current API takes max_completion_tokens (reasoning models refuse the
+                # deprecated max_tokens); older compatible servers know only max_tokens.
+                body[self.config.max_tokens_field] = value
+            else:
+                body[key] = value
         if request.output_schema is not None:
             mode = self.config.structured_output
             if mode == "json_schema":

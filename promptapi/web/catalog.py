@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from promptapi.config import Settings
 from promptapi.errors import ConfigError, NotFound, PromptAPIError
 from promptapi.gateway import Gateway
+from promptapi.keys import KEY_PREFIX
 from promptapi.prompts import Prompt
 from promptapi.registry import Registry, Version
 from promptapi.samples import sample
@@ -74,6 +75,8 @@ def _static(name: str) -> str:
 
 
 _env.globals["static"] = _static
+# What a consumer key looks like, for the try-it form: never the admin token's prefix.
+_env.globals["key_prefix"] = KEY_PREFIX
 
 
 def _paragraphs(text: str) -> list[str]:

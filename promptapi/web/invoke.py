@@ -35,7 +35,7 @@ async def invoke(scope: Scope, receive: Receive, send: Send) -> None:
             accept = value.decode("latin-1")
     settings = gateway.settings
     caller = await auth.consumer(authorization, gateway)
-    streamed = stream.wanted(accept, scope["query_string"])
+    streamed = scope.get("promptapi.stream") or stream.wanted(accept, scope["query_string"])
     data = await read_json_body(receive, content_type, content_length, settings.max_body_bytes)
     params = scope["path_params"]
     label = _label(scope["query_string"], params.get("version")) if scope["query_string"] else None
@@ -59,6 +59,13 @@ async def invoke(scope: Scope, receive: Receive, send: Send) -> None:
     served = gateway.registry.get(params["name"], envelope["prompt"]["version"])
     headers = views.deprecation_headers(served) if served is not None else None
     await JSON(envelope, headers=headers)(scope, receive, send)
+
+
+@raw
+async def invoke_stream(scope: Scope, receive: Receive, send: Send) -> None:
+    """POST /v1/prompts/{name}[/versions/{version}]/stream: the same call, always streamed.
+    Its own path gives streaming its own OpenAPI operation, so the JSON one answers JSON only."""
+    await invoke({**scope, "promptapi.stream": True}, receive, send)
 
 
 def _lifecycle_headers(gateway: Gateway, prompt: Prompt) -> list[tuple[bytes, bytes]]:
@@ -118,5 +125,7 @@ async def describe_prompt(request: Request) -> Response:
 routes = [
     route("/v1/prompts/{name}", post=invoke, get=describe_prompt),
     route("/v1/prompts/{name}/versions/{version:int}", post=invoke),
+    route("/v1/prompts/{name}/stream", post=invoke_stream),
+    route("/v1/prompts/{name}/versions/{version:int}/stream", post=invoke_stream),
     route("/v1/prompts", get=list_prompts),
 ]

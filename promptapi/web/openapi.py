@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 from starlette.requests import Request
@@ -43,10 +44,10 @@ HIDDEN_STATES = frozenset({DRAFT, RETIRED})
 _NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
 
 STREAM_TEXT = (
-    "With `Accept: text/event-stream` or `?stream=true` the answer is a stream of server-sent "
-    "events: `delta` events carry text as the model produces it, then one final `done` event "
-    "carries the whole envelope (the 200 JSON body above), or an `error` event carries a "
-    "problem. Errors found before the stream starts are answered as problem+json."
+    "The answer is a stream of server-sent events: `delta` events carry text as the model "
+    "produces it, then one final `done` event carries the whole envelope (what the JSON "
+    "operation answers), or an `error` event carries a problem. Errors found before the stream "
+    "starts are answered as problem+json."
 )
 
 
@@ -110,38 +111,45 @@ class _Builder:
         self.bases = {n: u.replace("_", "") for n, u in zip(names, unique, strict=True)}
         # (path, method, prompt, pinned): the current version of each prompt (call and
         # describe), then every served version pinned.
-        planned: list[tuple[str, str, Prompt, bool]] = []
+        # (path, method, kind, prompt, pinned): the current version of each prompt (call,
+        # stream and describe), then every served version pinned (call and stream). Streaming
+        # has its own path, so the JSON operation's 200 is JSON only and a generated client
+        # reads it as it is.
+        planned: list[tuple[str, str, str, Prompt, bool]] = []
         for name in names:
             current = self.registry.resolve(name)
-            planned.append((f"/v1/prompts/{name}", "post", current, False))
-            planned.append((f"/v1/prompts/{name}", "get", current, False))
+            planned.append((f"/v1/prompts/{name}", "post", "call", current, False))
+            planned.append((f"/v1/prompts/{name}", "get", "describe", current, False))
+            planned.append((f"/v1/prompts/{name}/stream", "post", "stream", current, False))
         states: dict[tuple[str, int], str] = {}
         for name in names:
             for version in self.registry.versions(name):
                 states[(name, version.prompt.version)] = version.state
                 if version.state not in HIDDEN_STATES:
                     path = f"/v1/prompts/{name}/versions/{version.prompt.version}"
-                    planned.append((path, "post", version.prompt, True))
+                    planned.append((path, "post", "call", version.prompt, True))
+                    planned.append((f"{path}/stream", "post", "stream", version.prompt, True))
         wanted = [
             (
-                ("call_" if method == "post" else "describe_")
+                f"{kind}_"
                 + _NOT_IDENTIFIER.sub("_", p.name)
                 + (f"_v{p.version}" if pinned else ""),
                 (pinned, "-" in p.name, p.name, p.version),
             )
-            for _, method, p, pinned in planned
+            for _, _, kind, p, pinned in planned
         ]
         paths: dict[str, dict[str, Any]] = {}
-        for (path, method, prompt, pinned), op_id in zip(
+        for (path, method, kind, prompt, pinned), op_id in zip(
             planned, operation_ids(wanted), strict=True
         ):
-            if method == "get":
+            if kind == "describe":
                 op = self.describe(prompt, op_id)
             else:
                 state = states.get((prompt.name, prompt.version), "published")
-                op = self.operation(prompt, op_id, pinned=pinned, state=state)
+                op = self.operation(prompt, op_id, pinned=pinned, state=state, kind=kind)
             paths.setdefault(path, {})[method] = op
         paths.update(fixed_paths(self.components, anonymous=self.anonymous))
+        used = _refs(paths, self.components.schemas)
         return {
             "openapi": OPENAPI_VERSION,
             "jsonSchemaDialect": DIALECT,
@@ -152,12 +160,13 @@ class _Builder:
                     "Stored LLM prompts served as typed REST endpoints. Each published prompt "
                     "is one operation, typed by the prompt's own input and output JSON Schemas."
                 ),
+                "license": {"name": "MIT", "identifier": "MIT"},
             },
             "tags": self.tags(paths),
             "paths": paths,
             "components": {
-                "schemas": dict(sorted(self.components.schemas.items())),
-                "headers": HEADERS,
+                "schemas": {k: v for k, v in sorted(self.components.schemas.items()) if k in used},
+                "headers": {k: v for k, v in HEADERS.items() if k in used},
                 "securitySchemes": {
                     CONSUMER: {
                         "type": "http",
@@ -182,13 +191,15 @@ class _Builder:
         }
         used = sorted({t for item in paths.values() for op in item.values() for t in op["tags"]})
         return [
-            {"name": t, **({"description": described[t]} if t in described else {})} for t in used
+            {"name": t, "description": described.get(t, f"Prompts tagged `{t}`.")} for t in used
         ]
 
     def describe(self, prompt: Prompt, op_id: str) -> dict[str, Any]:
         return {
             "operationId": op_id,
             "summary": f"Describe {prompt.name}: schemas, examples, versions",
+            "description": f"What `POST /v1/prompts/{prompt.name}` takes and answers: its input "
+            "and output schemas, examples, versions and labels. Needs a consumer API key.",
             "tags": _tags(prompt),
             "responses": {
                 "200": json_response(
@@ -202,7 +213,9 @@ class _Builder:
     def security(self) -> list[dict[str, list[str]]]:
         return [{CONSUMER: []}, *([{}] if self.anonymous else [])]
 
-    def operation(self, prompt: Prompt, op_id: str, *, pinned: bool, state: str) -> dict[str, Any]:
+    def operation(
+        self, prompt: Prompt, op_id: str, *, pinned: bool, state: str, kind: str
+    ) -> dict[str, Any]:
         base = self.bases[prompt.name]
         stem = f"{base}V{prompt.version}" if pinned else base
         resource = f"urn:promptapi:prompt:{prompt.name}:{prompt.version}"
@@ -261,14 +274,29 @@ class _Builder:
         requests, responses = self.examples(prompt, pinned)
         if requests:
             body["content"]["application/json"]["examples"] = requests
-        ok: dict[str, Any] = {
-            "description": "The model's answer in the envelope. " + STREAM_TEXT,
-            "headers": {"X-Request-ID": {"$ref": "#/components/headers/RequestId"}},
-            "content": {"application/json": {"schema": envelope}},
-        }
-        ok["content"]["text/event-stream"] = {"schema": self.event_schema(envelope)}
-        if responses:
-            ok["content"]["application/json"]["examples"] = responses
+        here = f"/v1/prompts/{prompt.name}" + (f"/versions/{prompt.version}" if pinned else "")
+        if kind == "stream":
+            ok: dict[str, Any] = {
+                "description": STREAM_TEXT,
+                "headers": {"X-Request-ID": {"$ref": "#/components/headers/RequestId"}},
+                "content": {"text/event-stream": {"schema": self.event_schema(envelope)}},
+            }
+            how = (
+                f"Streams the answer of `POST {here}`. The same stream answers that path with "
+                "`Accept: text/event-stream` or `?stream=true`."
+            )
+        else:
+            ok = {
+                "description": "The model's answer in the envelope.",
+                "headers": {"X-Request-ID": {"$ref": "#/components/headers/RequestId"}},
+                "content": {"application/json": {"schema": envelope}},
+            }
+            if responses:
+                ok["content"]["application/json"]["examples"] = responses
+            how = (
+                f"To stream the answer, POST the same body to `{here}/stream` (or send "
+                "`Accept: text/event-stream`, or `?stream=true`)."
+            )
         description = prompt.description.strip() or f"Calls the prompt {prompt.name}."
         which = (
             f"This operation is pinned to version {prompt.version}."
@@ -278,22 +306,14 @@ class _Builder:
         )
         op: dict[str, Any] = {
             "operationId": op_id,
-            "summary": _summary(prompt),
-            "description": f"{description}\n\n{which} Model alias: `{prompt.model}`.",
+            "summary": _summary(prompt) if kind == "call" else f"Stream {prompt.name}",
+            "description": f"{description}\n\n{which} Model alias: `{prompt.model}`. {how}",
             "tags": _tags(prompt),
             "requestBody": body,
             "responses": {"200": ok, **error_responses(INVOKE_ERRORS, self.components)},
             "security": self.security(),
         }
-        op["parameters"] = [
-            {
-                "name": "stream",
-                "in": "query",
-                "required": False,
-                "description": "Stream the answer as server-sent events (see the 200 answer).",
-                "schema": {"type": "boolean", "default": False},
-            }
-        ]
+        op["parameters"] = []
         if not pinned:
             op["parameters"].append(
                 {
@@ -306,6 +326,8 @@ class _Builder:
                     "schema": {"type": "string", "minLength": 1},
                 }
             )
+        if not op["parameters"]:
+            del op["parameters"]
         if state == DEPRECATED:
             op["deprecated"] = True
             ok["headers"].update(header_refs("Deprecation", "Sunset", "Link"))
@@ -317,6 +339,8 @@ class _Builder:
 
         def event(name: str, data: dict[str, Any]) -> dict[str, Any]:
             return {
+                "type": "object",
+                "required": ["event", "data"],
                 "properties": {
                     "event": {"const": name},
                     "data": {
@@ -324,14 +348,12 @@ class _Builder:
                         "contentMediaType": "application/json",
                         "contentSchema": data,
                     },
-                }
+                },
             }
 
         delta = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
         return {
-            "type": "object",
             "description": "Each event of the stream.",
-            "required": ["event", "data"],
             "oneOf": [
                 event("delta", delta),
                 event("done", envelope),
@@ -369,6 +391,28 @@ class _Builder:
         return requests, responses
 
 
+def _refs(paths: dict[str, Any], schemas: dict[str, Any]) -> set[str]:
+    """The names of the components the paths use, directly or through other components."""
+    used: set[str] = set()
+    pending: list[Any] = [paths]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            for key in ("$ref", "$dynamicRef"):
+                ref = node.get(key)
+                if not isinstance(ref, str) or not ref.startswith("#/components/"):
+                    continue
+                name = unquote(ref.split("/")[3].replace("~1", "/").replace("~0", "~"))
+                if name not in used:
+                    used.add(name)
+                    if ref.startswith("#/components/schemas/") and name in schemas:
+                        pending.append(schemas[name])
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return used
+
+
 def build_document(registry: Registry, *, anonymous: bool = False) -> dict[str, Any]:
     return _Builder(registry, anonymous=anonymous).build()
 
@@ -401,13 +445,53 @@ def _cache(request: Request) -> DocumentCache:
     return cache
 
 
+_HOST = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?$"
+)
+_PREFIX = re.compile(r"^(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]+){0,32}/?$")
+
+
+def _first(value: str | None) -> str:
+    return value.split(",", 1)[0].strip() if value else ""
+
+
+def server_url(request: Request, *, trust_proxy: bool) -> str:
+    """Where this server was reached, as the client sees it: scheme, Host and mount path, or,
+    behind a trusted proxy, its X-Forwarded-Proto, -Host and -Prefix. A value that is not a
+    plain host or path is ignored."""
+    headers = request.headers
+    scheme = request.url.scheme if request.url.scheme in ("http", "https") else "http"
+    host = headers.get("host", "")
+    prefix = request.scope.get("root_path", "")
+    if trust_proxy:
+        proto = _first(headers.get("x-forwarded-proto")).lower()
+        scheme = proto if proto in ("http", "https") else scheme
+        forwarded_host = _first(headers.get("x-forwarded-host"))
+        host = forwarded_host if _HOST.match(forwarded_host) else host
+        forwarded_prefix = _first(headers.get("x-forwarded-prefix"))
+        prefix = forwarded_prefix if _PREFIX.match(forwarded_prefix) else prefix
+    prefix = prefix.rstrip("/") if _PREFIX.match(prefix) else ""
+    if not _HOST.match(host):
+        return prefix or "/"  # relative to where the document was fetched
+    return f"{scheme}://{host}{prefix}"
+
+
 async def openapi_json(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    cache = _cache(request).get(gateway.registry, anonymous=gateway.settings.allow_anonymous)
-    headers = {"ETag": cache.etag, "Cache-Control": "no-cache"}
-    if cache.etag in request.headers.get("if-none-match", ""):
+    settings = gateway.settings
+    cache = _cache(request).get(gateway.registry, anonymous=settings.allow_anonymous)
+    url = server_url(request, trust_proxy=settings.forwarded_allow_ips is not None)
+    # The cached document without `servers`, with this request's server spliced in first.
+    servers = orjson.dumps({"servers": [{"url": url}]})
+    body = servers[:-1] + b"," + cache.body[1:]
+    etag = f'"{hashlib.sha256(servers + cache.etag.encode()).hexdigest()[:32]}"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache", "Vary": VARY}
+    if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
-    return Response(cache.body, media_type="application/json", headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+VARY = "Host, X-Forwarded-Proto, X-Forwarded-Host, X-Forwarded-Prefix"
 
 
 routes = [route("/openapi.json", get=openapi_json)]

@@ -341,9 +341,21 @@ def _op(
     anonymous: bool = False,
     **extra: Any,
 ) -> dict[str, Any]:
-    op: dict[str, Any] = {"operationId": operation_id, "summary": summary, "tags": [tag], **extra}
-    if security is not None:
-        op["security"] = [{security: []}, *([{}] if anonymous else [])]
+    who = {
+        None: "Public: no credential needed.",
+        ADMIN: "Needs the admin token.",
+        CONSUMER: "Needs a consumer API key"
+        + (" (optional: this server allows anonymous calls)." if anonymous else "."),
+    }[security]
+    op: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": summary,
+        "description": f"{summary.rstrip('.')}. {who}",
+        "tags": [tag],
+        **extra,
+    }
+    # Public operations say so explicitly: no security requirement at all.
+    op["security"] = [] if security is None else [{security: []}, *([{}] if anonymous else [])]
     op["responses"] = {**responses, **error_responses(errors, components)}
     return op
 
