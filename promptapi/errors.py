@@ -207,6 +207,15 @@ class UpstreamAuthError(UpstreamError):
     )
 
 
+class UpstreamRedirect(UpstreamError):
+    code = "upstream_redirect"
+    title = "The model provider answered with a redirect"
+    description = (
+        "The provider answered with an HTTP redirect (3xx). Redirects are never followed: the "
+        "prompt would be sent to an address nobody configured. Fix the model alias's base URL."
+    )
+
+
 class OutputInvalid(UpstreamError):
     code = "output_invalid"
     title = "The model's answer does not match the output schema"
