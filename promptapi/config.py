@@ -44,6 +44,12 @@ class Settings:
     forwarded_allow_ips: str | None = None
     stream_heartbeat: float = 15.0
     catalog: str = "public"
+    # Slow and guessing clients (promptapi.web.timeouts, promptapi.web.throttle).
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    auth_failure_limit: int = 10
+    auth_failure_window: float = 60.0
+    auth_throttle_addresses: int = 10_000
     # OpenAI client conventions, read without the PROMPTAPI_ prefix.
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None

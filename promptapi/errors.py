@@ -140,6 +140,16 @@ class VersionRetired(Gone):
         )
 
 
+class RequestTimeout(PromptAPIError):
+    status = 408
+    code = "request_timeout"
+    title = "Request not received in time"
+    description = (
+        "The request's headers or body did not arrive within PROMPTAPI_HEADER_TIMEOUT or "
+        "PROMPTAPI_BODY_TIMEOUT seconds; the connection is closed."
+    )
+
+
 class PayloadTooLarge(PromptAPIError):
     status = 413
     code = "payload_too_large"
@@ -189,6 +199,17 @@ class RenderFailed(PromptAPIError):
     code = "render_failed"
     title = "The template could not be rendered with this input"
     description = "The input passed the schema, but the prompt's template failed to render with it."
+
+
+class AuthThrottled(PromptAPIError):
+    status = 429
+    code = "auth_throttled"
+    title = "Too many failed authentications"
+    description = (
+        "This client address sent too many wrong credentials (PROMPTAPI_AUTH_FAILURE_LIMIT "
+        "within PROMPTAPI_AUTH_FAILURE_WINDOW seconds); wrong ones are refused until "
+        "`Retry-After`. A valid credential is still accepted."
+    )
 
 
 class UpstreamError(PromptAPIError):

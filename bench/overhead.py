@@ -1,0 +1,67 @@
+"""Per-call CPU cost of the pure-ASGI guards a call passes through, measured in one event loop
+with no I/O: the hang-up watcher around a call (promptapi.web.hangup) and the body-read
+deadline on `receive` (promptapi.web.timeouts).
+
+    .venv/bin/python bench/overhead.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from typing import Any
+
+from promptapi.web.hangup import unless_gone
+
+N = 20_000
+
+
+async def call() -> int:
+    await asyncio.sleep(0)  # the call suspends at least once, as a real one does
+    return 1
+
+
+async def main() -> None:
+    never = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        await never.wait()
+        return {"type": "http.disconnect"}
+
+    async def bare() -> None:
+        await call()
+
+    async def guarded() -> None:
+        await unless_gone(receive, call())
+
+    def body_receive() -> Any:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        return receive
+
+    async def bare_body() -> None:
+        await body_receive()()
+
+    async def guarded_body() -> None:
+        from promptapi.web.timeouts import BodyDeadline
+
+        await BodyDeadline(body_receive(), 10.0)()
+
+    async def per_call(fn: Any) -> float:
+        started = time.perf_counter()
+        for _ in range(N):
+            await fn()
+        return (time.perf_counter() - started) / N * 1e6
+
+    for name, plain, wrapped in (
+        ("hang-up watcher", bare, guarded),
+        ("body deadline", bare_body, guarded_body),
+    ):
+        rounds = [(await per_call(wrapped)) - (await per_call(plain)) for _ in range(7)]
+        print(f"{name}: +{statistics.median(rounds):.2f} µs per call (median of 7 x {N})")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
