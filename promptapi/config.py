@@ -50,6 +50,7 @@ class Settings:
     auth_failure_limit: int = 10
     auth_failure_window: float = 60.0
     auth_throttle_addresses: int = 10_000
+    db_retry_after: int = 5
     # OpenAI client conventions, read without the PROMPTAPI_ prefix.
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None

@@ -263,6 +263,17 @@ class CircuitOpen(ProviderUnavailable):
     )
 
 
+class StoreUnavailable(PromptAPIError):
+    status = 503
+    code = "database_unavailable"
+    title = "The database is unavailable"
+    description = (
+        "The database could not be reached or failed; the request made no change. Retry after "
+        "`Retry-After` seconds (PROMPTAPI_DB_RETRY_AFTER). Calls to prompts keep working, served "
+        "from memory."
+    )
+
+
 class DeadlineExceeded(PromptAPIError):
     status = 504
     code = "deadline_exceeded"

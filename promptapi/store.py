@@ -223,7 +223,15 @@ def create_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30})
         _sqlite_setup(engine)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    # Bounded waits: an unreachable database fails a request in seconds (a 503), not minutes.
+    return create_async_engine(
+        url,
+        pool_size=10,
+        max_overflow=10,
+        pool_pre_ping=True,
+        pool_timeout=10,
+        connect_args={"timeout": 10},
+    )
 
 
 def _sqlite_setup(engine: AsyncEngine) -> None:
