@@ -9,8 +9,8 @@ trickles header bytes (or sends none) holds it for ever. Two limits close that:
   stops it when the request's headers are complete. When it fires, a connection that sent part
   of a request gets a bare 408 and is closed; one that sent nothing is closed.
 - **Body** (`PROMPTAPI_BODY_TIMEOUT`): `BodyTimeoutMiddleware` (pure ASGI) gives each request
-  that long, from the end of its headers, to deliver its whole body. Past it, reading the body
-  raises `RequestTimeout`: a 408 problem with `Connection: close`.
+  that long, from the first time reading its body has to wait, to deliver all of it. Past it,
+  reading the body raises `RequestTimeout`: a 408 problem with `Connection: close`.
 
 Both are measured from a fixed start, so trickling a byte at a time does not reset them.
 """
@@ -39,18 +39,20 @@ DEFAULT_HEADER_TIMEOUT = 10.0
 
 
 class BodyDeadline:
-    """`receive`, bounded: the whole body must arrive before `timeout` seconds from now.
+    """`receive`, bounded: the whole body must arrive within `timeout` seconds of the first
+    time reading it had to wait.
 
     The usual body is already buffered when the app asks for it, and the server's `receive`
-    then returns without suspending; that case is taken without arming a timer (a timer per
-    request costs several µs on the hot path). Only a `receive` that has to wait is finished
-    under `asyncio.timeout_at`."""
+    then returns without suspending; that case is taken without a clock read or a timer (a
+    timer per request costs several µs on the hot path). Only a `receive` that has to wait is
+    finished under `asyncio.timeout_at`."""
 
-    __slots__ = ("deadline", "done", "receive")
+    __slots__ = ("deadline", "done", "receive", "timeout")
 
     def __init__(self, receive: Receive, timeout: float) -> None:
         self.receive = receive
-        self.deadline = asyncio.get_running_loop().time() + timeout
+        self.timeout = timeout
+        self.deadline: float | None = None
         self.done = False
 
     async def __call__(self) -> Message:
@@ -62,6 +64,8 @@ class BodyDeadline:
         except StopIteration as returned:
             message: Message = returned.value
         else:
+            if self.deadline is None:
+                self.deadline = asyncio.get_running_loop().time() + self.timeout
             try:
                 async with asyncio.timeout_at(self.deadline):
                     message = await _resume(pending, waiting)
