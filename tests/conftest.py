@@ -249,6 +249,8 @@ def make_server(
             "openai_api_key": UPSTREAM_KEY,
             "refresh_interval": 0.2,
             "record_flush_interval": 0.05,
+            # Tests send many wrong credentials on purpose; the throttle has its own tests.
+            "auth_failure_limit": 100_000,
         }
         values.update(overrides)
         server = Server(Settings(**values)).start()
