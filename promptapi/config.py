@@ -47,6 +47,7 @@ class Settings:
     # Slow and guessing clients (promptapi.web.timeouts, promptapi.web.throttle).
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    max_header_bytes: int = 64 * 1024
     auth_failure_limit: int = 10
     auth_failure_window: float = 60.0
     auth_throttle_addresses: int = 10_000

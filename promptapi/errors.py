@@ -150,6 +150,15 @@ class RequestTimeout(PromptAPIError):
     )
 
 
+class HeadersTooLarge(PromptAPIError):
+    status = 431
+    code = "headers_too_large"
+    title = "Request headers too large"
+    description = (
+        "The request line and headers exceed PROMPTAPI_MAX_HEADER_BYTES; the connection is closed."
+    )
+
+
 class PayloadTooLarge(PromptAPIError):
     status = 413
     code = "payload_too_large"

@@ -106,6 +106,38 @@ def test_a_silent_connection_is_closed_and_a_prompt_one_is_served(make_server):
         assert client.get("/healthz").status_code == 200
 
 
+@sqlite_only
+def test_endless_headers_get_a_431_and_a_close_with_memory_bounded(make_server):
+    server = make_server(header_timeout=30, max_header_bytes=16 * 1024)
+
+    def flood() -> bytes:
+        sock = connect(server.port)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        answer = b""
+        try:
+            for _ in range(4096):  # up to 256 MiB, were it allowed
+                sock.sendall(b"a" * 65536)
+            answer = read_all(sock)
+        except OSError:
+            pass  # closed while we were still sending: a reset may beat the 431 to us
+        sock.close()
+        return answer
+
+    answer = while_responsive(server, flood, memory_mb=50)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 431")
+
+    # Just over the limit, then silence: the 431 problem is read in full.
+    sock = connect(server.port)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 17_000)
+    status, headers, body = problem_of(read_all(sock))
+    sock.close()
+    assert status == 431 and headers["connection"] == "close"
+    assert body["code"] == "headers_too_large"
+    # Headers under the limit are fine.
+    with httpx.Client(base_url=server.url) as client:
+        assert client.get("/healthz", headers={"X-Fill": "a" * 8000}).status_code == 200
+
+
 # -- body ------------------------------------------------------------------------------------
 
 
