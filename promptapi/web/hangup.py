@@ -54,8 +54,14 @@ class _Listener:
                 self.fired = True
                 self.task.cancel()
             return
+        except Exception:  # the server's receive failed: stop listening
+            self.coroutine = None
+            return
         if not isinstance(waiting, asyncio.Future):
-            raise _NotAFuture(coroutine, waiting)
+            if _done is None:  # on the first step: the caller falls back to a watcher task
+                raise _NotAFuture(coroutine, waiting)
+            self.close()
+            return
         self.waiting = waiting
         waiting.add_done_callback(self._step)
 
@@ -84,12 +90,6 @@ async def unless_gone(receive: Receive, call: Awaitable[T]) -> T:
     except _NotAFuture as odd:
         odd.coroutine.close()
         return await _with_watcher(receive, call, task)
-    if listener.fired:  # gone already, before the call started
-        task.uncancel()
-        listener.close()
-        if asyncio.iscoroutine(call):
-            call.close()
-        raise CallerGone
     try:
         result = await call
     except asyncio.CancelledError:
