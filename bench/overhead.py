@@ -1,6 +1,6 @@
 """Per-call CPU cost of the pure-ASGI guards a call passes through, measured in one event loop
 with no I/O: the hang-up watcher around a call (promptapi.web.hangup) and the body-read
-deadline on `receive` (promptapi.web.timeouts). Each line is the median difference against
+deadline on `receive` and the per-request header bookkeeping (promptapi.web.timeouts). Each line is the median difference against
 the same loop without the guard; run it on a quiet machine.
 
     .venv/bin/python bench/overhead.py
@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from promptapi.web.hangup import _with_watcher, unless_gone
+from promptapi.web.timeouts import BodyDeadline, HeaderLimits, _HeaderGuard
 
 N = 20_000
 
@@ -51,9 +52,21 @@ async def main() -> None:
         await body_receive()()
 
     async def guarded_body() -> None:
-        from promptapi.web.timeouts import BodyDeadline
-
         await BodyDeadline(body_receive(), 10.0)()
+
+    class Connection:  # what the guard reads of a uvicorn protocol
+        loop = asyncio.get_running_loop()
+
+    connection = Connection()
+    guard = _HeaderGuard(HeaderLimits())
+    guard.ready(connection)
+
+    async def bare_request() -> None:
+        pass
+
+    async def guarded_request() -> None:  # what each keep-alive request adds
+        guard.ready(connection)
+        guard.complete()
 
     async def per_call(fn: Any) -> float:
         started = time.perf_counter()
@@ -65,6 +78,7 @@ async def main() -> None:
         ("hang-up listener", bare, guarded),
         ("hang-up watcher task (fallback only)", bare, watched),
         ("body deadline", bare_body, guarded_body),
+        ("header guard", bare_request, guarded_request),
     ):
         rounds = [(await per_call(wrapped)) - (await per_call(plain)) for _ in range(7)]
         print(f"{name}: +{statistics.median(rounds):.2f} µs per call (median of 7 x {N})")
