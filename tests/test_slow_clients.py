@@ -91,6 +91,19 @@ def test_trickled_headers_do_not_reset_the_deadline(make_server):
 
 
 @sqlite_only
+def test_the_next_request_on_a_kept_alive_connection_has_a_deadline_too(make_server):
+    server = make_server(header_timeout=0.5)
+    sock = connect(server.port)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    started = time.monotonic()
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHo")
+    assert read_all(sock).startswith(b"HTTP/1.1 408")
+    assert time.monotonic() - started < 1.5
+    sock.close()
+
+
+@sqlite_only
 def test_a_silent_connection_is_closed_and_a_prompt_one_is_served(make_server):
     server = make_server(header_timeout=0.5)
     silent = connect(server.port)

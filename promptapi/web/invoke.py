@@ -19,10 +19,10 @@ from promptapi.web.http import JSON, raw, read_json_body, route
 @raw
 async def invoke(scope: Scope, receive: Receive, send: Send) -> None:
     """POST /v1/prompts/{name}[/versions/{version}], the hot path, as a plain ASGI endpoint:
-        no Request object and no per-route exception wrapper (errors still reach the app's one
-        set of handlers). A/B on bench/ at 0 ms / 16 connections: 3,395 and 3,337 req/s against
-        2,500 and 3,006 as a Request/Response endpoint. With `Accept: text/event-stream` or
-        `?stream=true` it answers with server-sent events (promptapi.web.stream). A caller who
+    no Request object and no per-route exception wrapper (errors still reach the app's one
+    set of handlers). A/B on bench/ at 0 ms / 16 connections: 3,395 and 3,337 req/s against
+    2,500 and 3,006 as a Request/Response endpoint. With `Accept: text/event-stream` or
+    `?stream=true` it answers with server-sent events (promptapi.web.stream). A caller who
     hangs up cancels the call either way (promptapi.web.hangup)."""
     gateway: Gateway = scope["app"].state.gateway
     authorization = content_type = content_length = accept = None
