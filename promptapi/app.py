@@ -14,6 +14,8 @@ from promptapi.config import Settings
 from promptapi.gateway import Gateway
 from promptapi.web import admin, catalog, docs, invoke, openapi, system
 from promptapi.web.errors import EXCEPTION_HANDLERS, RequestIdFilter, RequestIdMiddleware
+from promptapi.web.throttle import AuthThrottle
+from promptapi.web.timeouts import BodyTimeoutMiddleware
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
@@ -56,11 +58,19 @@ def create_app(settings: Settings | None = None, *, prepared: bool = False) -> S
 
     app = Starlette(
         routes=[*invoke.routes, *admin.routes, *system.routes, *openapi.routes, *docs.routes],
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(BodyTimeoutMiddleware, timeout=settings.body_timeout),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )
     app.state.gateway = gateway
+    app.state.auth_throttle = AuthThrottle(
+        settings.auth_failure_limit,
+        settings.auth_failure_window,
+        settings.auth_throttle_addresses,
+    )
     app.router.routes.extend(catalog.routes(settings))
     return app
 

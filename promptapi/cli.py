@@ -117,9 +117,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     asyncio.run(_with_gateway(settings, prepare))
+    from promptapi.web.timeouts import PROTOCOL
+
     uvicorn.run(
         "promptapi.app:create_prepared_app",
         factory=True,
+        http=PROTOCOL,  # a deadline for each request's headers (PROMPTAPI_HEADER_TIMEOUT)
         host=settings.host,
         port=settings.port,
         workers=settings.workers,

@@ -71,6 +71,14 @@ class Settings:
     check_timeout: float = 10.0
     check_cpu_seconds: int = 10
     check_memory_mb: int = 1024
+    # Slow and guessing clients (promptapi.web.timeouts, promptapi.web.throttle).
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_header_bytes: int = 64 * 1024
+    auth_failure_limit: int = 10
+    auth_failure_window: float = 60.0
+    auth_throttle_addresses: int = 10_000
+    db_retry_after: int = 5
     # OpenAI client conventions, read without the PROMPTAPI_ prefix.
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None
@@ -265,6 +273,13 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "check_timeout": _between(0, 600, low_open=True, unit=" seconds"),
     "check_cpu_seconds": _between(1, 600, unit=" CPU seconds"),
     "check_memory_mb": _between(128, 1 << 20, unit=" MiB"),
+    "header_timeout": _between(0, 3600, unit=" seconds (0 turns it off)"),
+    "body_timeout": _between(0, 3600, unit=" seconds (0 turns it off)"),
+    "max_header_bytes": _between(0, 16 * 2**20, unit=" bytes (0 turns it off)"),
+    "auth_failure_limit": _between(0, 1_000_000, unit=" (0 turns throttling off)"),
+    "auth_failure_window": _between(0, 86_400, low_open=True, unit=" seconds"),
+    "auth_throttle_addresses": _between(1, 10_000_000),
+    "db_retry_after": _between(1, 3600, unit=" seconds"),
 }
 
 

@@ -140,6 +140,25 @@ class VersionRetired(Gone):
         )
 
 
+class RequestTimeout(PromptAPIError):
+    status = 408
+    code = "request_timeout"
+    title = "Request not received in time"
+    description = (
+        "The request's headers or body did not arrive within PROMPTAPI_HEADER_TIMEOUT or "
+        "PROMPTAPI_BODY_TIMEOUT seconds; the connection is closed."
+    )
+
+
+class HeadersTooLarge(PromptAPIError):
+    status = 431
+    code = "headers_too_large"
+    title = "Request headers too large"
+    description = (
+        "The request line and headers exceed PROMPTAPI_MAX_HEADER_BYTES; the connection is closed."
+    )
+
+
 class PayloadTooLarge(PromptAPIError):
     status = 413
     code = "payload_too_large"
@@ -212,6 +231,17 @@ class RenderLimitExceeded(RenderFailed):
     )
 
 
+class AuthThrottled(PromptAPIError):
+    status = 429
+    code = "auth_throttled"
+    title = "Too many failed authentications"
+    description = (
+        "This client address sent too many wrong credentials (PROMPTAPI_AUTH_FAILURE_LIMIT "
+        "within PROMPTAPI_AUTH_FAILURE_WINDOW seconds); wrong ones are refused until "
+        "`Retry-After`. A valid credential is still accepted."
+    )
+
+
 class UpstreamError(PromptAPIError):
     status = 502
     code = "upstream_error"
@@ -225,6 +255,15 @@ class UpstreamAuthError(UpstreamError):
     description = (
         "The provider answered 401 or 403: the provider key configured for this model alias is "
         "missing, wrong or lacks access. An operator must fix the server's configuration."
+    )
+
+
+class UpstreamRedirect(UpstreamError):
+    code = "upstream_redirect"
+    title = "The model provider answered with a redirect"
+    description = (
+        "The provider answered with an HTTP redirect (3xx). Redirects are never followed: the "
+        "prompt would be sent to an address nobody configured. Fix the model alias's base URL."
     )
 
 
@@ -251,6 +290,17 @@ class CircuitOpen(ProviderUnavailable):
         "Every deployment of this model alias (and of its fallbacks) failed repeatedly, so its "
         "circuit breaker is open and calls fail at once without reaching the provider. "
         "`Retry-After` says when the next probe is allowed."
+    )
+
+
+class StoreUnavailable(PromptAPIError):
+    status = 503
+    code = "database_unavailable"
+    title = "The database is unavailable"
+    description = (
+        "The database could not be reached or failed; the request made no change. Retry after "
+        "`Retry-After` seconds (PROMPTAPI_DB_RETRY_AFTER). Calls to prompts keep working, served "
+        "from memory."
     )
 
 

@@ -251,7 +251,15 @@ def create_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30})
         _sqlite_setup(engine)
         return engine
-    engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    # Bounded waits: an unreachable database fails a request in seconds (a 503), not minutes.
+    engine = create_async_engine(
+        url,
+        pool_size=10,
+        max_overflow=10,
+        pool_pre_ping=True,
+        pool_timeout=10,
+        connect_args={"timeout": 10},
+    )
     event.listen(engine.sync_engine, "before_cursor_execute", _refuse_nul)
     return engine
 

@@ -18,6 +18,7 @@ import uvicorn
 
 from promptapi.app import create_app
 from promptapi.config import Settings
+from promptapi.web.timeouts import PROTOCOL
 from tests.fake_providers import FakeAnthropic, FakeGemini
 from tests.fakes import FakeOpenAI
 
@@ -184,7 +185,11 @@ class Server:
         self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            self.app, log_config=None, lifespan="on", timeout_graceful_shutdown=5
+            self.app,
+            http=PROTOCOL,  # as `promptapi serve` runs it
+            log_config=None,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -244,6 +249,8 @@ def make_server(
             "openai_api_key": UPSTREAM_KEY,
             "refresh_interval": 0.2,
             "record_flush_interval": 0.05,
+            # Tests send many wrong credentials on purpose; the throttle has its own tests.
+            "auth_failure_limit": 100_000,
         }
         values.update(overrides)
         server = Server(Settings(**values)).start()

@@ -9,6 +9,11 @@ so a provider trickling one byte a second still hits it (a per-read timeout alon
 Errors are mapped the same way for every provider: the provider's error body is read (bounded)
 only to log its *type* (never its message, which may echo a key), and the HTTP status decides
 which of our errors the caller gets.
+
+Redirects are never followed (`allow_redirects=False` on every request): a provider answering
+3xx would otherwise receive our key and the rendered prompt at an address nobody configured.
+A 3xx becomes `UpstreamRedirect` (502, `upstream_redirect`); its Location is neither followed,
+logged nor echoed.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from promptapi.errors import (
     DeadlineExceeded,
     PromptAPIError,
     UpstreamError,
+    UpstreamRedirect,
 )
 from promptapi.providers.base import ModelConfig, retry_after, status_error, unreachable
 
@@ -163,7 +169,9 @@ class HTTPClient:
     async def post(self, url: str, payload: bytes, headers: dict[str, str]) -> bytes:
         """POST and return the 200 body (at most MAX_RESPONSE_BYTES), or raise our error."""
         try:
-            async with self.session.post(url, data=payload, headers=headers) as resp:
+            async with self.session.post(
+                url, data=payload, headers=headers, allow_redirects=False
+            ) as resp:
                 if resp.status != 200:
                     await self.raise_for_status(resp)
                 return await read_limited(resp)
@@ -177,7 +185,9 @@ class HTTPClient:
     ) -> AsyncIterator[SSEEvent]:
         """POST and yield the server-sent events of the 200 body as they arrive."""
         try:
-            async with self.session.post(url, data=payload, headers=headers) as resp:
+            async with self.session.post(
+                url, data=payload, headers=headers, allow_redirects=False
+            ) as resp:
                 if resp.status != 200:
                     await self.raise_for_status(resp)
                 parser = SSEParser()
@@ -196,6 +206,14 @@ class HTTPClient:
             raise transport_error(exc, self.alias) from None
 
     async def raise_for_status(self, resp: aiohttp.ClientResponse) -> None:
+        if 300 <= resp.status < 400:
+            log.warning("provider redirect refused: alias=%s status=%s", self.alias, resp.status)
+            error = UpstreamRedirect(
+                f"The provider for model alias {self.alias!r} answered with a redirect "
+                f"(HTTP {resp.status}); redirects are not followed."
+            )
+            error.upstream_status = resp.status
+            raise error
         raw = await read_limited(resp, MAX_ERROR_BYTES, strict=False)
         try:
             data = orjson.loads(raw)

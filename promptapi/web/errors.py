@@ -14,12 +14,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from promptapi import store_outage
 from promptapi.errors import (
     MalformedRequest,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     PromptAPIError,
+    StoreUnavailable,
     Unauthorized,
     UnsupportedMediaType,
 )
@@ -138,8 +140,35 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
     return problem_response(error, request)
 
 
+async def handle_store_error(request: Request, exc: Exception) -> Response:
+    """The one place a database outage becomes a 503 `database_unavailable`, whichever route
+    met it; anything else goes on to the handler of last resort (500)."""
+    if not store_outage.is_outage(exc):
+        raise exc
+    gateway = getattr(request.app.state, "gateway", None)
+    wait = gateway.settings.db_retry_after if gateway is not None else 5
+    log.warning(
+        "%s %s -> 503 database_unavailable: %s", request.method, request.url.path, _kind(exc)
+    )
+    error = StoreUnavailable(
+        "The database is unavailable; retry later.", headers={"Retry-After": str(wait)}
+    )
+    return problem_response(error, request)
+
+
+def _kind(exc: BaseException) -> str:
+    """The exception types down the cause chain, never their messages (they may hold a URL)."""
+    kinds = []
+    seen: BaseException | None = exc
+    while seen is not None and len(kinds) < 4:
+        kinds.append(type(seen).__name__)
+        seen = seen.__cause__ or seen.__context__
+    return " <- ".join(kinds)
+
+
 EXCEPTION_HANDLERS = {
     PromptAPIError: handle_promptapi_error,
     HTTPException: handle_http_exception,
+    **dict.fromkeys(store_outage.TYPES, handle_store_error),
     Exception: handle_unexpected,
 }

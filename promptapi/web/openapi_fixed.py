@@ -24,15 +24,17 @@ ERROR_TEXT = {
     413: "The body is larger than the server's limit.",
     415: "The body is not sent as `application/json`.",
     422: "The input failed validation; `errors` lists every problem with a JSON pointer.",
-    429: "A limit of this server was reached; retry after `Retry-After` seconds.",
+    429: "A limit of this server was reached (or too many failed authentications from this "
+    "address); retry after `Retry-After` seconds.",
     502: "The model provider failed, refused our credential, or answered with output that does "
     "not match the output schema.",
-    503: "No usable model provider (unreachable, rate-limiting us, or its circuit is open).",
+    503: "No usable model provider (unreachable, rate-limiting us, or its circuit is open), or "
+    "the database is unavailable (admin API); retry after `Retry-After` seconds.",
     504: "The model did not answer before the deadline.",
 }
 # Statuses a call of a prompt can answer with (see the status map in the README).
 INVOKE_ERRORS = (400, 401, 403, 404, 410, 413, 415, 422, 429, 502, 503, 504)
-ADMIN_ERRORS = (401, 403)
+ADMIN_ERRORS = (401, 403, 429, 503)
 WRITE_ERRORS = (400, 413, 415)
 
 
@@ -372,7 +374,7 @@ def fixed_paths(components: Components, *, anonymous: bool) -> dict[str, dict[st
             summary,
             "prompts",
             responses,
-            (401, 403, *errors),
+            (401, 403, 429, *errors),
             c,
             security=CONSUMER,
             anonymous=anonymous,
