@@ -229,6 +229,10 @@ def check_definition(
             errors=[{"path": "", "message": "nested too deeply"}],
         ) from None
     if reply[0] == "ok":
+        from promptapi import prompts
+
+        for source, code in reply[2].items():
+            prompts.adopt_code(source, code)
         return reply[1]  # type: ignore[no-any-return]
     if reply[0] == "invalid":
         error_class = reply[3] if len(reply) > 3 else DefinitionInvalid
@@ -266,7 +270,10 @@ def _serve(memory_mb: int) -> None:
                 models=request["models"],
                 require_version=request["require_version"],
             )
-            reply: tuple[Any, ...] = ("ok", definition)
+            codes = {
+                m["content"]: prompts.template_code(m["content"]) for m in definition["messages"]
+            }
+            reply: tuple[Any, ...] = ("ok", definition, codes)
         except DefinitionInvalid as exc:
             reply = ("invalid", exc.detail, exc.errors, type(exc))
         except MemoryError:

@@ -60,6 +60,10 @@ SKIPPED = {
         "needs a PostgreSQL server at db.internal with that role; tests/test_database.py runs "
         "`db upgrade` and the server on PostgreSQL"
     ),
+    "npx openapi-typescript http://127.0.0.1:8000/openapi.json --output schema.d.ts": (
+        "fetches openapi-typescript from the npm registry; tests/test_typescript_client.py runs "
+        "the same generation with the pinned copy in tests/node and compiles a client with it"
+    ),
 }
 
 # The lint example shows a file named prompts/bad/1.yaml; this is a file that gives those lines.

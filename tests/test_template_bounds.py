@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from promptapi import isolation, prompts
-from promptapi.prompts import content_digest
+from promptapi.prompts import content_digest, digest
 from promptapi.sandbox import Limits
 from tests.conftest import Server
 from tests.helpers import assert_problem, sqlite_only
@@ -351,7 +351,11 @@ def test_a_restart_with_hostile_stored_definitions_stays_fast(
             stored = definition(content, name=f"old{i}") | {"version": 1, "description": ""}
             stored |= {"model": "default", "params": {}, "output_schema": None, "examples": []}
             await db.create_version(
-                stored, content_digest(stored), created_by="old", state="published"
+                stored,
+                content_digest(stored),
+                version_digest=digest,
+                created_by="old",
+                state="published",
             )
         await db.aclose()
 
