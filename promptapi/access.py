@@ -15,3 +15,8 @@ def admin_allows(caller: Caller, permission: str, team: str | None = None) -> bo
     """May `caller` use an admin operation that needs `permission`, on something that belongs
     to `team` (None: not tied to one team)?"""
     return caller.admin
+
+
+def sees_drafts(caller: Caller) -> bool:
+    """May `caller` see and call draft versions (listings, describe, catalog, OpenAPI, invoke)?"""
+    return caller.drafts
